@@ -1,0 +1,403 @@
+"""Sans-IO description of every Jobs API endpoint: what to send, and how to read the answer.
+
+The sync and async clients only send what this module builds and hand the answer back to it, so
+no endpoint knowledge is written twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from ._errors import InvalidArgumentError, InvalidResponseError
+from ._models import FILTER_STATES, Job, JobLog, JobsPage
+
+T = TypeVar("T")
+
+JSON = "application/json"
+TEXT = "text/plain"
+HTML = "text/html"
+
+FieldValue = str | Sequence[str]
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request to make and the parser of its successful answer."""
+
+    method: str
+    path: str  # relative to the base URL, or an absolute URL given by the server
+    parse: Callable[[httpx.Response], T]
+    params: tuple[tuple[str, str], ...] = ()
+    json_body: Any = None
+    has_body: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # False for PUTs: a timeout or 5xx may hide an executed retry, so never re-send those.
+    idempotent: bool = True
+    # Non-2xx statuses that are an answer, not an error (416 for the tail of an empty log).
+    ok_statuses: frozenset[int] = frozenset()
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def check_job_id(job_id: object) -> str:
+    """A job id must be a non-empty string."""
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise InvalidArgumentError(
+            f"job_id must be a non-empty string (a job UUID), got {job_id!r}"
+        )
+    return job_id.strip()
+
+
+def check_build(build: object) -> str:
+    """A build number is a positive integer (a digit string from the environment is accepted)."""
+    if isinstance(build, bool) or not isinstance(build, (int, str)):
+        raise InvalidArgumentError(
+            f"build must be the build number (an integer such as 42), got {build!r}"
+        )
+    text = str(build).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidArgumentError(
+            f"build must be the build number (a positive integer such as 42), got {build!r};"
+            " the build UUID is not accepted in routes"
+        )
+    return str(int(text))
+
+
+def check_slug(name: str, value: object) -> str:
+    """An organisation or pipeline slug must be a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgumentError(f"{name} must be a non-empty slug string, got {value!r}")
+    return value.strip()
+
+
+def check_states(state: str | Iterable[str] | None) -> list[str]:
+    """Normalise ``state`` to a list of accepted ``state[]`` values."""
+    if state is None:
+        return []
+    values = [state] if isinstance(state, str) else list(state)
+    accepted = ", ".join(FILTER_STATES)
+    out: list[str] = []
+    for value in values:
+        text = str(value.value if hasattr(value, "value") else value)
+        if text == "finished":
+            raise InvalidArgumentError(
+                "state 'finished' is not accepted by the API; use 'passed' and/or 'failed'"
+                f" (accepted: {accepted})"
+            )
+        if text not in FILTER_STATES:
+            raise InvalidArgumentError(f"unknown job state {text!r}; accepted values: {accepted}")
+        out.append(text)
+    return out
+
+
+def check_priority(priority: object) -> int:
+    """A priority is an int (a bool is not)."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidArgumentError(f"priority must be an integer, got {priority!r}")
+    return priority
+
+
+def job_path(
+    org: str, job_id: str, pipeline: str | None, build: int | str | None, suffix: str = ""
+) -> str:
+    """Path of a job on the build-scoped route (both given) or the org-scoped one (neither)."""
+    job_id = check_job_id(job_id)
+    if (pipeline is None) != (build is None):
+        raise InvalidArgumentError(
+            "give both pipeline and build (build-scoped route) or neither (org-scoped route);"
+            f" got pipeline={pipeline!r}, build={build!r}"
+        )
+    org_part = f"/organizations/{_segment(org)}"
+    if pipeline is not None and build is not None:
+        scope = f"{org_part}/pipelines/{_segment(check_slug('pipeline', pipeline))}"
+        scope += f"/builds/{check_build(build)}"
+    else:
+        scope = org_part
+    return f"{scope}/jobs/{_segment(job_id)}{suffix}"
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+
+def _where(response: httpx.Response) -> dict[str, str]:
+    return {"method": response.request.method, "url": str(response.request.url)}
+
+
+def read_json(response: httpx.Response) -> Any:
+    """Decode a JSON body or raise ``InvalidResponseError`` with an excerpt."""
+    content = response.content
+    if not content.strip():
+        raise InvalidResponseError(
+            f"expected a JSON body, got an empty {response.status_code} answer",
+            **_where(response),
+        )
+    try:
+        return json.loads(content)
+    except ValueError:
+        excerpt = " ".join(content[:200].decode("utf-8", "replace").split())
+        ctype = response.headers.get("content-type", "no content-type")
+        raise InvalidResponseError(
+            f"expected JSON, got {ctype}: {excerpt!r}", body=excerpt, **_where(response)
+        ) from None
+
+
+def _with_context(parse: Callable[[Any], T]) -> Callable[[httpx.Response], T]:
+    def parse_response(response: httpx.Response) -> T:
+        data = read_json(response)
+        try:
+            return parse(data)
+        except InvalidResponseError as exc:
+            raise InvalidResponseError(exc.message, body=data, **_where(response)) from None
+
+    return parse_response
+
+
+parse_job = _with_context(Job.from_api)
+parse_page = _with_context(JobsPage.from_api)
+parse_log = _with_context(JobLog.from_api)
+
+
+def _env_dict(data: Any) -> dict[str, str]:
+    env = data.get("env") if isinstance(data, Mapping) else None
+    if not isinstance(env, Mapping):
+        raise InvalidResponseError("expected {'env': {...}} for a job's environment")
+    return {str(k): _env_value(v) for k, v in env.items()}
+
+
+def _env_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+parse_env = _with_context(_env_dict)
+
+
+def parse_text(response: httpx.Response) -> str:
+    """Decode a text body as UTF-8, replacing bytes that are not (logs may hold any byte)."""
+    return response.content.decode("utf-8", errors="replace")
+
+
+def parse_tail(response: httpx.Response) -> str:
+    """Decode a ``Range`` answer; 416 means the log is empty."""
+    return "" if response.status_code == 416 else parse_text(response)
+
+
+def parse_none(response: httpx.Response) -> None:
+    """Accept an empty answer (204)."""
+    return None
+
+
+def parse_size(response: httpx.Response) -> int:
+    """Read the log size from a HEAD answer's Content-Length."""
+    size = response.headers.get("content-length")
+    if size is None or not size.isdigit():
+        raise InvalidResponseError("HEAD answer has no Content-Length", **_where(response))
+    return int(size)
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+def list_jobs(
+    org: str,
+    pipeline: str,
+    build: int | str,
+    *,
+    state: str | Iterable[str] | None = None,
+    include_retried_jobs: bool | None = None,
+    per_page: int | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    step_key: str | None = None,
+) -> Call[JobsPage]:
+    """``GET .../builds/{n}/jobs`` with filters (listing exists only build-scoped)."""
+    if pipeline is None or build is None:
+        raise InvalidArgumentError(
+            "listing jobs needs both pipeline and build: the API lists jobs per build only"
+        )
+    path = f"/organizations/{_segment(org)}/pipelines/{_segment(check_slug('pipeline', pipeline))}"
+    path += f"/builds/{check_build(build)}/jobs"
+    params: list[tuple[str, str]] = [("state[]", s) for s in check_states(state)]
+    if include_retried_jobs is not None:
+        if not isinstance(include_retried_jobs, bool):
+            raise InvalidArgumentError(
+                f"include_retried_jobs must be True, False or None, got {include_retried_jobs!r}"
+            )
+        params.append(("include_retried_jobs", "true" if include_retried_jobs else "false"))
+    if per_page is not None:
+        if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= 100:
+            raise InvalidArgumentError(
+                f"per_page must be an integer from 1 to 100, got {per_page!r}"
+            )
+        params.append(("per_page", str(per_page)))
+    if after is not None and before is not None:
+        raise InvalidArgumentError("after and before are mutually exclusive: give one cursor")
+    for name, cursor in (("after", after), ("before", before)):
+        if cursor is not None:
+            if not isinstance(cursor, str) or not cursor:
+                raise InvalidArgumentError(f"{name} must be a non-empty cursor string")
+            params.append((name, cursor))
+    if step_key is not None:
+        params.append(("step_key", check_slug("step_key", step_key)))
+    return Call("GET", path, parse_page, params=tuple(params), headers={"Accept": JSON})
+
+
+def next_page(url: str) -> Call[JobsPage]:
+    """``GET`` of a ``links.next`` URL exactly as the server gave it."""
+    return Call("GET", url, parse_page, headers={"Accept": JSON})
+
+
+def get_job(org: str, job_id: str, pipeline: str | None, build: int | str | None) -> Call[Job]:
+    """``GET .../jobs/{id}``."""
+    return Call("GET", job_path(org, job_id, pipeline, build), parse_job, headers={"Accept": JSON})
+
+
+def retry_job(org: str, job_id: str, pipeline: str | None, build: int | str | None) -> Call[Job]:
+    """``PUT .../jobs/{id}/retry``: answers with the NEW job."""
+    return Call(
+        "PUT",
+        job_path(org, job_id, pipeline, build, "/retry"),
+        parse_job,
+        headers={"Accept": JSON},
+        idempotent=False,
+    )
+
+
+def reprioritize_job(
+    org: str, job_id: str, priority: int, pipeline: str | None, build: int | str | None
+) -> Call[Job]:
+    """``PUT .../jobs/{id}/reprioritize`` with ``{"priority": n}``."""
+    body = {"priority": check_priority(priority)}
+    return Call(
+        "PUT",
+        job_path(org, job_id, pipeline, build, "/reprioritize"),
+        parse_job,
+        json_body=body,
+        has_body=True,
+        headers={"Accept": JSON},
+        idempotent=False,
+    )
+
+
+def unblock_job(
+    org: str,
+    job_id: str,
+    fields: Mapping[str, FieldValue] | None,
+    unblocker: str | None,
+    pipeline: str | None,
+    build: int | str | None,
+) -> Call[Job]:
+    """``PUT .../jobs/{id}/unblock`` with optional ``fields`` and ``unblocker``."""
+    body: dict[str, Any] = {}
+    if fields is not None:
+        if not isinstance(fields, Mapping):
+            raise InvalidArgumentError(
+                f"fields must map each field key to a string or a list of strings, got {fields!r}"
+            )
+        clean: dict[str, Any] = {}
+        for key, value in fields.items():
+            if isinstance(value, str):
+                clean[str(key)] = value
+            elif isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+                clean[str(key)] = list(value)
+            else:
+                raise InvalidArgumentError(
+                    f"field {key!r} must be a string or a list of strings, got {value!r}"
+                )
+        body["fields"] = clean
+    if unblocker is not None:
+        body["unblocker"] = check_slug("unblocker", unblocker)
+    return Call(
+        "PUT",
+        job_path(org, job_id, pipeline, build, "/unblock"),
+        parse_job,
+        json_body=body,
+        has_body=True,
+        headers={"Accept": JSON},
+        idempotent=False,
+    )
+
+
+def get_job_log(
+    org: str, job_id: str, pipeline: str | None, build: int | str | None
+) -> Call[JobLog]:
+    """``GET .../log`` as JSON."""
+    path = job_path(org, job_id, pipeline, build, "/log")
+    return Call("GET", path, parse_log, headers={"Accept": JSON})
+
+
+def get_job_log_text(
+    org: str, job_id: str, pipeline: str | None, build: int | str | None, tail: int | None = None
+) -> Call[str]:
+    """``GET .../log`` as ``text/plain``, optionally only the last ``tail`` bytes."""
+    path = job_path(org, job_id, pipeline, build, "/log")
+    if tail is None:
+        return Call("GET", path, parse_text, headers={"Accept": TEXT})
+    if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
+        raise InvalidArgumentError(f"tail must be a positive number of bytes, got {tail!r}")
+    headers = {"Accept": TEXT, "Range": f"bytes=-{tail}"}
+    return Call("GET", path, parse_tail, headers=headers, ok_statuses=frozenset({416}))
+
+
+def get_job_log_html(
+    org: str, job_id: str, pipeline: str | None, build: int | str | None
+) -> Call[str]:
+    """``GET .../log`` as ``text/html``."""
+    path = job_path(org, job_id, pipeline, build, "/log")
+    return Call("GET", path, parse_text, headers={"Accept": HTML})
+
+
+def stream_job_log(
+    org: str, job_id: str, pipeline: str | None, build: int | str | None
+) -> Call[None]:
+    """``GET .../log`` as raw bytes, for streaming (the parser is unused)."""
+    path = job_path(org, job_id, pipeline, build, "/log")
+    return Call("GET", path, parse_none, headers={"Accept": TEXT})
+
+
+def get_job_log_size(
+    org: str, job_id: str, pipeline: str | None, build: int | str | None
+) -> Call[int]:
+    """``HEAD .../log``: the log's size in bytes."""
+    path = job_path(org, job_id, pipeline, build, "/log")
+    return Call("HEAD", path, parse_size, headers={"Accept": TEXT})
+
+
+def delete_job_log(
+    org: str, job_id: str, pipeline: str | None, build: int | str | None
+) -> Call[None]:
+    """``DELETE .../log``: answers 204."""
+    path = job_path(org, job_id, pipeline, build, "/log")
+    return Call("DELETE", path, parse_none, headers={"Accept": JSON})
+
+
+def get_job_env(
+    org: str, job_id: str, pipeline: str | None, build: int | str | None
+) -> Call[dict[str, str]]:
+    """``GET .../env`` as JSON."""
+    path = job_path(org, job_id, pipeline, build, "/env")
+    return Call("GET", path, parse_env, headers={"Accept": JSON})
+
+
+def get_job_env_text(
+    org: str, job_id: str, pipeline: str | None, build: int | str | None
+) -> Call[str]:
+    """``GET .../env`` as dotenv ``text/plain``."""
+    path = job_path(org, job_id, pipeline, build, "/env")
+    return Call("GET", path, parse_text, headers={"Accept": TEXT})

@@ -1,0 +1,416 @@
+"""Typed, frozen models of Jobs API payloads, parsed tolerantly (old payloads drift)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ._errors import InvalidResponseError
+
+__all__ = [
+    "FILTER_STATES",
+    "FINAL_STATES",
+    "Job",
+    "JobLog",
+    "JobState",
+    "JobsPage",
+    "RetrySource",
+    "User",
+]
+
+
+class JobState(str, enum.Enum):
+    """A job's state as the REST API reports it; ``UNKNOWN`` stands for any newer value."""
+
+    PENDING = "pending"
+    WAITING = "waiting"
+    WAITING_FAILED = "waiting_failed"
+    BLOCKED = "blocked"
+    BLOCKED_FAILED = "blocked_failed"
+    UNBLOCKED = "unblocked"
+    UNBLOCKED_FAILED = "unblocked_failed"
+    LIMITING = "limiting"
+    LIMITED = "limited"
+    SCHEDULED = "scheduled"
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    TIMING_OUT = "timing_out"
+    TIMED_OUT = "timed_out"
+    CANCELING = "canceling"
+    CANCELED = "canceled"
+    SKIPPED = "skipped"
+    BROKEN = "broken"
+    EXPIRED = "expired"
+    FINISHED = "finished"
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The values ``state[]`` accepts when listing jobs (``finished`` is not one of them).
+FILTER_STATES: tuple[str, ...] = (
+    "pending",
+    "waiting",
+    "waiting_failed",
+    "blocked",
+    "blocked_failed",
+    "unblocked",
+    "unblocked_failed",
+    "scheduled",
+    "assigned",
+    "accepted",
+    "running",
+    "passed",
+    "failed",
+    "timed_out",
+    "timing_out",
+    "canceled",
+    "canceling",
+    "skipped",
+    "broken",
+    "expired",
+    "limited",
+)
+
+#: States a job does not leave on its own.
+FINAL_STATES: frozenset[JobState] = frozenset(
+    {
+        JobState.PASSED,
+        JobState.FAILED,
+        JobState.TIMED_OUT,
+        JobState.CANCELED,
+        JobState.SKIPPED,
+        JobState.BROKEN,
+        JobState.EXPIRED,
+        JobState.FINISHED,
+        JobState.WAITING_FAILED,
+        JobState.BLOCKED_FAILED,
+        JobState.UNBLOCKED_FAILED,
+    }
+)
+
+_LEGACY_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d+)?)\s*(UTC|Z)?$")
+_TRUE = {"true", "1", "yes", "t", "y"}
+_FALSE = {"false", "0", "no", "f", "n", ""}
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Parse ISO-8601 or the legacy ``2015-04-23 16:55:52 UTC`` form to an aware datetime."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    legacy = _LEGACY_TIME.match(text)
+    if legacy:
+        text = f"{legacy.group(1)}T{legacy.group(2)}+00:00"
+    elif text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_bool(value: Any) -> bool | None:
+    """Read a boolean that may arrive as a bool, a number or a string."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    return None
+
+
+def parse_int(value: Any) -> int | None:
+    """Read an integer that may arrive as a string; a bool is not an integer."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _dict(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def parse_state(value: Any) -> JobState | None:
+    """Map a state string to ``JobState``; unknown strings become ``JobState.UNKNOWN``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return JobState(value.lower())
+    except ValueError:
+        return JobState.UNKNOWN
+
+
+@dataclass(frozen=True)
+class User:
+    """A Buildkite user as embedded in a job (``unblocked_by``, ``retried_by``)."""
+
+    id: str | None
+    name: str | None = None
+    email: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> User | None:
+        """Build from a user object; ``None`` or an empty object gives ``None``."""
+        if not isinstance(data, Mapping) or not data:
+            return None
+        return cls(
+            _str(data.get("id")), _str(data.get("name")), _str(data.get("email")), dict(data)
+        )
+
+
+@dataclass(frozen=True)
+class RetrySource:
+    """Where a retried job came from: the original job and how it was retried."""
+
+    job_id: str | None
+    retry_type: str | None = None
+    retried_by: User | None = None
+
+    @classmethod
+    def from_api(cls, data: Any) -> RetrySource | None:
+        """Build from the ``retry_source`` object, or ``None``."""
+        if not isinstance(data, Mapping) or not data:
+            return None
+        return cls(
+            _str(data.get("job_id")),
+            _str(data.get("retry_type")),
+            User.from_api(data.get("retried_by")),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job of a build; every documented field, and ``raw`` with the payload as received."""
+
+    id: str
+    type: str | None = None
+    state: JobState | None = None
+    name: str | None = None
+    label: str | None = None
+    graphql_id: str | None = None
+    step_key: str | None = None
+    group_key: str | None = None
+    step_id: str | None = None
+    priority: int | None = None
+    agent_query_rules: tuple[str, ...] = ()
+    command: str | None = None
+    soft_failed: bool | None = None
+    exit_status: int | None = None
+    signal: str | None = None
+    signal_reason: str | None = None
+    artifact_paths: str | None = None
+    build_url: str | None = None
+    web_url: str | None = None
+    log_url: str | None = None
+    raw_log_url: str | None = None
+    artifacts_url: str | None = None
+    created_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    runnable_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expired_at: datetime | None = None
+    retried: bool = False
+    retried_in_job_id: str | None = None
+    retries_count: int | None = None
+    retry_type: str | None = None
+    retry_source: RetrySource | None = None
+    retried_by: User | None = None
+    parallel_group_index: int | None = None
+    parallel_group_total: int | None = None
+    matrix: Mapping[str, Any] | None = None
+    agent: Mapping[str, Any] | None = None
+    cluster_id: str | None = None
+    cluster_queue_id: str | None = None
+    unblocked_by: User | None = None
+    unblocked_at: datetime | None = None
+    unblockable: bool | None = None
+    unblock_url: str | None = None
+    triggered_build: Mapping[str, Any] | None = None
+    is_async: bool | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def display_name(self) -> str:
+        """The name shown in the UI: ``name``, else ``label`` (manual jobs), else the type."""
+        return self.name or self.label or self.step_key or (self.type or "job")
+
+    @property
+    def is_finished(self) -> bool:
+        """True when the job is in a state it will not leave on its own."""
+        return self.state in FINAL_STATES
+
+    @property
+    def raw_state(self) -> str | None:
+        """The state string exactly as the API sent it (useful when ``state`` is UNKNOWN)."""
+        return _str(self.raw.get("state"))
+
+    @classmethod
+    def from_api(cls, data: Any) -> Job:
+        """Parse a job object; raises ``InvalidResponseError`` if it is not one."""
+        if not isinstance(data, Mapping):
+            raise InvalidResponseError(
+                f"expected a job object, got {type(data).__name__}", body=data
+            )
+        job_id = _str(data.get("id"))
+        if not job_id:
+            raise InvalidResponseError("job object has no 'id'", body=dict(data))
+        step = data.get("step")
+        priority = data.get("priority")
+        rules = data.get("agent_query_rules")
+        return cls(
+            id=job_id,
+            type=_str(data.get("type")),
+            state=parse_state(data.get("state")),
+            name=_str(data.get("name")),
+            label=_str(data.get("label")),
+            graphql_id=_str(data.get("graphql_id")),
+            step_key=_str(data.get("step_key")),
+            group_key=_str(data.get("group_key")),
+            step_id=_str(step.get("id")) if isinstance(step, Mapping) else None,
+            priority=parse_int(priority.get("number"))
+            if isinstance(priority, Mapping)
+            else parse_int(priority),
+            agent_query_rules=tuple(str(r) for r in rules)
+            if isinstance(rules, Sequence) and not isinstance(rules, str)
+            else (),
+            command=_str(data.get("command")),
+            soft_failed=parse_bool(data.get("soft_failed")),
+            exit_status=parse_int(data.get("exit_status")),
+            signal=_str(data.get("signal")),
+            signal_reason=_str(data.get("signal_reason")),
+            artifact_paths=_str(data.get("artifact_paths")),
+            build_url=_str(data.get("build_url")),
+            web_url=_str(data.get("web_url")),
+            log_url=_str(data.get("log_url")),
+            raw_log_url=_str(data.get("raw_log_url")),
+            artifacts_url=_str(data.get("artifacts_url")),
+            created_at=parse_time(data.get("created_at")),
+            scheduled_at=parse_time(data.get("scheduled_at")),
+            runnable_at=parse_time(data.get("runnable_at")),
+            started_at=parse_time(data.get("started_at")),
+            finished_at=parse_time(data.get("finished_at")),
+            expired_at=parse_time(data.get("expired_at")),
+            retried=bool(parse_bool(data.get("retried"))),
+            retried_in_job_id=_str(data.get("retried_in_job_id")),
+            retries_count=parse_int(data.get("retries_count")),
+            retry_type=_str(data.get("retry_type")),
+            retry_source=RetrySource.from_api(data.get("retry_source")),
+            retried_by=User.from_api(data.get("retried_by")),
+            parallel_group_index=parse_int(data.get("parallel_group_index")),
+            parallel_group_total=parse_int(data.get("parallel_group_total")),
+            matrix=_dict(data.get("matrix")),
+            agent=_dict(data.get("agent")),
+            cluster_id=_str(data.get("cluster_id")),
+            cluster_queue_id=_str(data.get("cluster_queue_id")),
+            unblocked_by=User.from_api(data.get("unblocked_by")),
+            unblocked_at=parse_time(data.get("unblocked_at")),
+            unblockable=parse_bool(data.get("unblockable")),
+            unblock_url=_str(data.get("unblock_url")),
+            triggered_build=_dict(data.get("triggered_build")),
+            is_async=parse_bool(data.get("async")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class JobLog:
+    """A job's log in the JSON form: content, size in bytes, and nanosecond header times."""
+
+    url: str | None
+    content: str
+    size: int
+    header_times: tuple[int, ...] = ()
+
+    @classmethod
+    def from_api(cls, data: Any) -> JobLog:
+        """Parse ``{url, content, size, header_times}``; ``size`` defaults to the UTF-8 length."""
+        if not isinstance(data, Mapping):
+            raise InvalidResponseError(
+                f"expected a log object, got {type(data).__name__}", body=data
+            )
+        content = data.get("content")
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise InvalidResponseError("log 'content' is not a string", body=dict(data))
+        size = parse_int(data.get("size"))
+        times = data.get("header_times")
+        header_times: tuple[int, ...] = ()
+        if isinstance(times, Sequence) and not isinstance(times, str):
+            # Nanosecond integers above 2**53: keep them exact, never through float.
+            header_times = tuple(t for t in (parse_int(x) for x in times) if t is not None)
+        return cls(
+            url=_str(data.get("url")),
+            content=content,
+            size=size if size is not None else len(content.encode("utf-8")),
+            header_times=header_times,
+        )
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """One page of a job listing and its cursor links."""
+
+    items: tuple[Job, ...]
+    links: Mapping[str, str]
+
+    @property
+    def next_url(self) -> str | None:
+        """The URL of the next page exactly as the server gave it, or ``None`` on the last."""
+        return self.links.get("next") or None
+
+    @classmethod
+    def from_api(cls, data: Any) -> JobsPage:
+        """Parse ``{"items": [...], "links": {...}}`` (a bare array is accepted too)."""
+        if isinstance(data, list):
+            items: Any = data
+            links: Any = {}
+        elif isinstance(data, Mapping) and isinstance(data.get("items"), list):
+            items = data["items"]
+            links = data.get("links") or {}
+        else:
+            raise InvalidResponseError(
+                "expected {'items': [...], 'links': {...}} for a job listing", body=data
+            )
+        if not isinstance(links, Mapping):
+            links = {}
+        return cls(
+            items=tuple(Job.from_api(item) for item in items),
+            links={str(k): v for k, v in links.items() if isinstance(v, str)},
+        )
