@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "FILTER_STATES",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -68,7 +69,6 @@ __all__ = [
     "BadRequestError",
     "BuildkiteError",
     "ConfigurationError",
-    "FILTER_STATES",
     "InvalidArgumentError",
     "InvalidResponseError",
     "Job",
@@ -83,10 +83,10 @@ __all__ = [
     "ServerError",
     "UnprocessableEntityError",
     "User",
+    "__version__",
     "is_secret_name",
     "parse_env_text",
     "redact_env",
-    "__version__",
 ]
 
 
