@@ -70,6 +70,20 @@ class _Token:
         return "'***'"
 
 
+class _BearerAuth(httpx.Auth):
+    """Adds the token per request, so no client attribute holds it in plain text."""
+
+    def __init__(self, token: _Token) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth('***')"
+
+
 class _BaseClient:
     """Settings, request building and error mapping shared by both clients."""
 
@@ -100,10 +114,8 @@ class _BaseClient:
         self._token = _Token(token.strip())
         self._timeout = timeout
         self._policy = RetryPolicy(max_retries=max_retries, max_wait=max_wait)
-        self._headers = {
-            "Authorization": f"Bearer {self._token.reveal()}",
-            "User-Agent": user_agent or _user_agent(),
-        }
+        self._auth = _BearerAuth(self._token)
+        self._headers = {"User-Agent": user_agent or _user_agent()}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(org={self.org!r}, base_url={self.base_url!r})"
@@ -201,7 +213,9 @@ class JobsClient(_BaseClient):
             user_agent=user_agent,
         )
         self._sleep = sleep
-        self._http = httpx.Client(headers=self._headers, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            auth=self._auth, headers=self._headers, timeout=timeout, transport=transport
+        )
 
     @classmethod
     def from_env(
@@ -470,7 +484,9 @@ class AsyncJobsClient(_BaseClient):
             user_agent=user_agent,
         )
         self._sleep = sleep
-        self._http = httpx.AsyncClient(headers=self._headers, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            auth=self._auth, headers=self._headers, timeout=timeout, transport=transport
+        )
 
     @classmethod
     def from_env(

@@ -38,14 +38,15 @@ class AsyncAsSync:
     def _run(self, awaitable: Any) -> Any:
         return self._loop.run_until_complete(awaitable)
 
+    def close(self) -> None:
+        self._run(self._client.aclose())
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
         if name == "iter_jobs":
             return lambda *a, **k: iter(self._run(_collect(attr(*a, **k))))
         if name == "stream_job_log":
             return lambda *a, **k: self._stream(attr(*a, **k))
-        if name == "close":
-            return lambda: self._run(self._client.aclose())
         if inspect.iscoroutinefunction(attr):
             return lambda *a, **k: self._run(attr(*a, **k))
         return attr
