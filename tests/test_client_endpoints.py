@@ -75,7 +75,8 @@ def test_retry_returns_the_new_job(make_client: ClientFactory, route: tuple[dict
     job = make_client(server).retry_job(JOB_ID, **kwargs)
     assert (server.last.method, server.last.url.path) == ("PUT", path + "/retry")
     assert job.id == "new-id"
-    assert job.retry_source is not None and job.retry_source.job_id == JOB_ID
+    assert job.retry_source is not None
+    assert job.retry_source.job_id == JOB_ID
     assert job.retries_count == 1
 
 
@@ -115,7 +116,8 @@ def test_unblock_body(
     assert job.type == "manual"
     assert job.label == "Deploy"
     assert job.display_name == "Deploy"
-    assert job.unblocked_by is not None and job.unblocked_by.name == "Example Unblocker"
+    assert job.unblocked_by is not None
+    assert job.unblocked_by.name == "Example Unblocker"
 
 
 def test_log_json_keeps_nanosecond_header_times_exact(
