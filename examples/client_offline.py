@@ -11,7 +11,7 @@ def main() -> None:
     """List a build's failed jobs from a canned answer (no token, no network)."""
 
     def buildkite(request: httpx.Request) -> httpx.Response:
-        job = {"id": "0189-a", "type": "script", "name": "Tests", "state": "failed", "exit_status": 1}
+        job = {"id": "0189-a", "name": "Tests", "state": "failed", "exit_status": 1}
         return httpx.Response(200, json={"items": [job], "links": {"self": str(request.url)}})
 
     with JobsClient(token="t", org="acme", transport=httpx.MockTransport(buildkite)) as client:
