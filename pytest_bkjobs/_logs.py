@@ -1,0 +1,117 @@
+"""Job log text: strip timestamp markers and ANSI escapes, split into ``~~~``/``---``/``+++`` parts.
+
+A Buildkite log line looks like ``ESC _bk;t=1745322209921 BEL ~~~ Running script\\r\\n``: the
+agent prefixes lines with an APC timestamp marker (also mid-line, after ``\\r`` or ``ESC[K``
+progress redraws), and line endings mix ``\\r\\n`` and ``\\r\\r\\n``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["LogSection", "split_sections", "strip_log"]
+
+# One alternation so a single left-to-right pass sees each escape exactly once; the timestamp
+# marker comes first because it is itself an APC string.
+_ESCAPES = re.compile(
+    r"(?P<bk>\x1b_bk;t=(?P<ms>\d*)\x07)"
+    r"|(?P<string>\x1b[\]_P^X][^\x07\x1b]*(?:\x07|\x1b\\))"  # OSC (incl. 1338 images), APC, DCS
+    r"|(?P<csi>\x1b\[[0-?]*[ -/]*[@-~])"  # colours, cursor moves, erase
+    r"|(?P<other>\x1b[ -/]*[0-~])"  # charset selection and two-byte escapes
+)
+_NEWLINES = re.compile(r"\r*\n")
+_HEADER = re.compile(r"^(~~~|---|\+\+\+) (.*)$")
+_EXPAND = re.compile(r"^\^\^\^ \+\+\+\s*$")
+
+
+def strip_log(
+    text: str, *, timestamps: bool = True, ansi: bool = True, redraws: bool = False
+) -> str:
+    """Remove ``_bk;t=`` markers and/or ANSI escapes and normalise line endings to ``\\n``.
+
+    ``redraws=True`` also keeps only the last ``\\r``-separated segment of each line (what a
+    terminal ends up showing for progress bars).
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("bk") is not None:
+            return "" if timestamps else match.group(0)
+        if not ansi:
+            return match.group(0)
+        # "Cursor to next line" (ESC[1E, used by test runners' live output) is a line break.
+        csi = match.group("csi")
+        return "\n" if csi is not None and csi.endswith("E") else ""
+
+    cleaned = _ESCAPES.sub(replace, text) if (timestamps or ansi) else text
+    cleaned = _NEWLINES.sub("\n", cleaned)
+    if redraws:
+        cleaned = "\n".join(_last_redraw(line) for line in cleaned.split("\n"))
+    return cleaned
+
+
+def _last_redraw(line: str) -> str:
+    segments = [segment for segment in line.split("\r") if segment]
+    return segments[-1] if segments else ""
+
+
+@dataclass(frozen=True)
+class LogSection:
+    """One section of a log: its header marker, title and the lines under it.
+
+    ``kind`` is ``"~~~"``, ``"---"`` (collapsed) or ``"+++"`` (expanded); ``""`` for the lines
+    before the first header. ``expanded`` is also true for a section that a later ``^^^ +++``
+    line opened. ``timestamp_ms`` is the header's ``_bk;t=`` time, when it has one.
+    """
+
+    kind: str
+    title: str
+    lines: tuple[str, ...] = ()
+    expanded: bool = False
+    timestamp_ms: int | None = None
+
+    @property
+    def text(self) -> str:
+        """The section's lines joined with ``\\n``."""
+        return "\n".join(self.lines)
+
+
+def split_sections(text: str, *, redraws: bool = False) -> list[LogSection]:
+    """Split a raw or stripped log into sections; their lines are stripped of escapes.
+
+    A header is a line that STARTS with ``~~~``, ``---`` or ``+++`` followed by a space, so a
+    progress bar full of dashes is not one. ``^^^ +++`` expands the section it appears in and
+    is not kept as a line. Lines before the first header form a section of kind ``""`` (only
+    when there are any).
+    """
+    sections: list[LogSection] = []
+    kind, title, stamp = "", "", None
+    lines: list[str] = []
+    expanded = False
+
+    def close() -> None:
+        if kind or lines:
+            sections.append(LogSection(kind, title, tuple(lines), expanded, stamp))
+
+    for raw_line in _NEWLINES.sub("\n", text).split("\n"):
+        line = strip_log(raw_line, redraws=redraws)
+        header = _HEADER.match(line)
+        if header:
+            close()
+            kind, title, lines = header.group(1), header.group(2).strip(), []
+            expanded, stamp = kind == "+++", _first_timestamp(raw_line)
+        elif _EXPAND.match(line):
+            expanded = True
+        else:
+            lines.append(line)
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the log does not start another line
+    close()
+    return sections
+
+
+def _first_timestamp(raw_line: str) -> int | None:
+    for match in _ESCAPES.finditer(raw_line):
+        if match.group("bk") is not None and match.group("ms"):
+            return int(match.group("ms"))
+    return None
