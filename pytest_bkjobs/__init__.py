@@ -29,9 +29,11 @@ if TYPE_CHECKING:
         UnprocessableEntityError,
     )
     from ._models import FILTER_STATES, Job, JobLog, JobsPage, JobState, RetrySource, User
+    from .fake import FakeBuildkite
 
 _EXPORTS: dict[str, str] = {
     "JobsClient": "._client",
+    "FakeBuildkite": ".fake",
     "AsyncJobsClient": "._client",
     "parse_env_text": "._env",
     "redact_env": "._env",
@@ -69,6 +71,7 @@ __all__ = [
     "BadRequestError",
     "BuildkiteError",
     "ConfigurationError",
+    "FakeBuildkite",
     "InvalidArgumentError",
     "InvalidResponseError",
     "Job",

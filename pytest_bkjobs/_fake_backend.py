@@ -1,0 +1,622 @@
+"""The fake's one backend: auth, rate limits, faults, routing and rendering of every answer.
+
+Both front doors (the in-process httpx handler and the loopback HTTP server) turn a request
+into a ``FakeRequest``, call ``Backend.dispatch`` and write the ``Reply`` it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote
+
+from ._env import format_env_text
+from ._fake_logs import EMPTY_LOG, INLINE_LIMIT, html_log_chunks, json_log_chunks
+from ._fake_state import ApiError, FakeState, JobRecord, decode_cursor, encode_cursor
+from ._models import FILTER_STATES
+
+API_PREFIX = "/v2"
+CONTROL_PREFIX = "/__fake__/"
+ALL_SCOPES = frozenset(
+    {"read_builds", "write_builds", "read_build_logs", "write_build_logs", "read_job_env"}
+)
+AUTH_MESSAGE = (
+    "Authentication required. Please supply a valid API Access Token:"
+    " https://buildkite.com/docs/apis/rest-api#authentication"
+)
+DEFAULT_ORG_LIMIT = 200
+DEFAULT_USER_LIMIT = 50
+_JSON = "application/json; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
+
+_SCOPE_OF = {
+    ("GET", ""): "read_builds",
+    ("PUT", "retry"): "write_builds",
+    ("PUT", "unblock"): "write_builds",
+    ("PUT", "reprioritize"): "write_builds",
+    ("GET", "log"): "read_build_logs",
+    ("HEAD", "log"): "read_build_logs",
+    ("DELETE", "log"): "write_build_logs",
+    ("GET", "env"): "read_job_env",
+}
+_SEG = r"([^/]+)"
+_ACTION = r"(?:/(retry|unblock|reprioritize|log|env))?(\.txt|\.html|\.json)?"
+_LIST_ROUTE = re.compile(rf"^/organizations/{_SEG}/pipelines/{_SEG}/builds/{_SEG}/jobs/?$")
+_BUILD_JOB_ROUTE = re.compile(
+    rf"^/organizations/{_SEG}/pipelines/{_SEG}/builds/{_SEG}/jobs/([^/.]+){_ACTION}$"
+)
+_ORG_JOB_ROUTE = re.compile(rf"^/organizations/{_SEG}/jobs/([^/.]+){_ACTION}$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass(frozen=True)
+class FakeRequest:
+    """A request as a front door received it."""
+
+    method: str
+    origin: str  # scheme://host[:port], used to build absolute links back to this front door
+    target: str  # path and query, as sent
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes = b""
+
+
+@dataclass
+class Reply:
+    """What to answer: a status and headers with a body or a stream, or a dropped connection."""
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    stream: Iterable[bytes] | None = None
+    length: int | None = None  # of the stream, when known
+    drop: bool = False  # close the connection without answering
+    executed: bool = True  # False when the request was not acted on (fault before execution)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """A request the fake received; the token never appears in ``headers``."""
+
+    method: str
+    url: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    headers: Mapping[str, str]
+    body: bytes
+    status: int | None  # None when the connection was dropped
+    outcome: str  # "answered", "dropped" (not executed) or "lost" (executed, answer dropped)
+
+    def json(self) -> Any:
+        """The body decoded as JSON (``None`` when empty)."""
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Fault:
+    """A scripted fault: ``kind`` is "error" (a 5xx), "drop" (no answer, not executed) or
+    "lost" (executed, then the connection drops)."""
+
+    kind: str
+    status: int = 502
+    times: int | None = 1  # None: forever
+    method: str | None = None
+    path: str | None = None  # a regular expression searched in the request path
+    body: str | None = None  # "html", "json" or "empty"; default html for 502-504, else json
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        if self.method is not None and self.method.upper() != method:
+            return False
+        return self.path is None or re.search(self.path, path) is not None
+
+
+@dataclass
+class RandomFaults:
+    """Seeded random faults: each request fails with probability ``rate``."""
+
+    rate: float
+    rng: random.Random
+    kinds: tuple[str, ...] = ("error",)
+    statuses: tuple[int, ...] = (502, 503, 504)
+    methods: frozenset[str] | None = None
+
+    def pick(self, method: str) -> Fault | None:
+        if self.methods is not None and method not in self.methods:
+            return None
+        if self.rng.random() >= self.rate:
+            return None
+        return Fault(self.rng.choice(self.kinds), status=self.rng.choice(self.statuses))
+
+
+@dataclass
+class TokenInfo:
+    """An API token's scopes and owner."""
+
+    scopes: frozenset[str]
+    user_id: str
+
+
+class _Window:
+    """A fixed rate-limit window: a start time and a request count."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.count = 0
+
+    def hit(self, now: float, window: float) -> None:
+        if self.start is None or now >= self.start + window:
+            self.start, self.count = now, 0
+        self.count += 1
+
+    def reset_in(self, now: float, window: float) -> int:
+        if self.start is None or now >= self.start + window:
+            return math.ceil(window)
+        return max(0, math.ceil(self.start + window - now))
+
+
+def json_reply(status: int, data: Any) -> Reply:
+    body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+    return Reply(status, [("Content-Type", _JSON)], body)
+
+
+def error_page(status: int, style: str | None) -> Reply:
+    """A 5xx answer as a proxy or the app would give it."""
+    reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}.get(
+        status, "Gateway Timeout" if status == 504 else "Server Error"
+    )
+    style = style or ("html" if status in (502, 503, 504) else "json")
+    if style == "empty":
+        return Reply(status, [], b"")
+    if style == "html":
+        page = (
+            f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {reason}</h1></center>\r\n</body>\r\n</html>\r\n"
+        )
+        return Reply(status, [("Content-Type", "text/html")], page.encode())
+    return json_reply(status, {"message": reason})
+
+
+class Backend:
+    """Shared by both front doors; every public method is thread-safe."""
+
+    def __init__(
+        self,
+        state: FakeState,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.state = state
+        self.clock = clock
+        self.sleep = sleep
+        self.lock = threading.RLock()
+        self.tokens: dict[str, TokenInfo] = {}
+        self.latency = 0.0
+        self.org_limit: int | None = None
+        self.user_limit: int | None = None
+        self.window = 60.0
+        self.faults: list[Fault] = []
+        self.random_faults: RandomFaults | None = None
+        self.on_control_reset: Callable[[], None] | None = None
+        self.reset_traffic()
+
+    def reset_traffic(self) -> None:
+        """Forget recorded requests, counters, windows and faults."""
+        self.requests: list[RecordedRequest] = []
+        self.retry_counts: dict[str, int] = {}
+        self.faults = []
+        self.random_faults = None
+        self._org_window = _Window()
+        self._user_windows: dict[str, _Window] = {}
+
+    # -- entry point ----------------------------------------------------------------------------
+
+    def dispatch(self, request: FakeRequest) -> Reply:
+        """Answer one request (never raises for bad input: that is an HTTP answer too)."""
+        if self.latency > 0:
+            self.sleep(self.latency)
+        path, _, query_string = request.target.partition("?")
+        query = tuple(parse_qsl(query_string, keep_blank_values=True))
+        with self.lock:
+            reply = self._dispatch(request, path, query)
+            self._record(request, path, query, reply)
+        return reply
+
+    def _record(
+        self,
+        request: FakeRequest,
+        path: str,
+        query: tuple[tuple[str, str], ...],
+        reply: Reply,
+    ) -> None:
+        headers = {
+            k: ("Bearer ***" if k == "authorization" else v) for k, v in request.headers.items()
+        }
+        outcome = "answered" if not reply.drop else ("lost" if reply.executed else "dropped")
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                url=request.origin + request.target,
+                path=path,
+                query=query,
+                headers=headers,
+                body=request.body,
+                status=None if reply.drop else reply.status,
+                outcome=outcome,
+            )
+        )
+
+    def _pick_fault(self, method: str, path: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.matches(method, path):
+                fault.hits += 1
+                return fault
+        return self.random_faults.pick(method) if self.random_faults else None
+
+    def _dispatch(
+        self, request: FakeRequest, path: str, query: tuple[tuple[str, str], ...]
+    ) -> Reply:
+        method = request.method.upper()
+        if path.startswith(CONTROL_PREFIX):
+            return self._control(method, path)
+        fault = self._pick_fault(method, path)
+        if fault is not None and fault.kind == "error":
+            return _not_executed(error_page(fault.status, fault.body))
+        if fault is not None and fault.kind == "drop":
+            return Reply(drop=True, executed=False)
+        token = self._token(request.headers.get("authorization", ""))
+        if token is None:
+            reply = json_reply(401, {"message": AUTH_MESSAGE})
+            reply.headers += self._rate_headers(None)
+            return _not_executed(reply)
+        limited = self._count(token.user_id)
+        if limited is not None:
+            return _not_executed(limited)
+        try:
+            reply = self._route(request, method, path, query, token)
+        except ApiError as exc:
+            reply = json_reply(exc.status, exc.body())
+        reply.headers += self._rate_headers(token.user_id)
+        if fault is not None and fault.kind == "lost":
+            return Reply(drop=True, executed=True)
+        return reply
+
+    def _control(self, method: str, path: str) -> Reply:
+        if method == "POST" and path == CONTROL_PREFIX + "reset":
+            if self.on_control_reset is not None:
+                self.on_control_reset()
+            return json_reply(200, {"message": "reset"})
+        if method == "GET" and path == CONTROL_PREFIX + "health":
+            return json_reply(200, {"ok": True, "org": self.state.org})
+        return json_reply(404, {"message": f"No control route {method} {path}"})
+
+    def _token(self, authorization: str) -> TokenInfo | None:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self.tokens.get(value.strip())
+
+    # -- rate limits ----------------------------------------------------------------------------
+
+    def _count(self, user_id: str) -> Reply | None:
+        now = self.clock()
+        self._org_window.hit(now, self.window)
+        user = self._user_windows.setdefault(user_id, _Window())
+        user.hit(now, self.window)
+        for scope, window, limit in (
+            ("rest", self._org_window, self.org_limit),
+            ("rest_user", user, self.user_limit),
+        ):
+            if limit is not None and window.count > limit:
+                reset = window.reset_in(now, self.window)
+                reply = json_reply(
+                    429,
+                    {
+                        "message": "You have exceeded your API rate limit. Please wait"
+                        f" {reset} seconds before making further requests.",
+                        "scope": scope,
+                        "limit": limit,
+                        "current": window.count,
+                        "reset": reset,
+                    },
+                )
+                reply.headers += self._rate_headers(user_id)
+                return reply
+        return None
+
+    def _rate_headers(self, user_id: str | None) -> list[tuple[str, str]]:
+        now = self.clock()
+        user = self._user_windows.get(user_id or "", _Window())
+        headers: list[tuple[str, str]] = [("RateLimit-Scope", "rest")]
+        for prefix, window, limit, default in (
+            ("RateLimit", self._org_window, self.org_limit, DEFAULT_ORG_LIMIT),
+            ("RateLimit-User", user, self.user_limit, DEFAULT_USER_LIMIT),
+        ):
+            # With no limit configured nothing is enforced: show the default as untouched.
+            remaining = default if limit is None else max(0, limit - window.count)
+            headers += [
+                (f"{prefix}-Remaining", str(remaining)),
+                (f"{prefix}-Limit", str(default if limit is None else limit)),
+                (f"{prefix}-Reset", str(window.reset_in(now, self.window))),
+            ]
+        return headers
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _route(
+        self,
+        request: FakeRequest,
+        method: str,
+        path: str,
+        query: tuple[tuple[str, str], ...],
+        token: TokenInfo,
+    ) -> Reply:
+        if not path.startswith(API_PREFIX + "/"):
+            raise ApiError(404, f"No route matches [{method}] {path!r}; the API lives under /v2")
+        api = request.origin + API_PREFIX
+        rest = path[len(API_PREFIX) :]
+        listing = _LIST_ROUTE.match(rest)
+        if listing:
+            if method != "GET":
+                raise ApiError(404, f"No route matches [{method}] {path!r}")
+            org, pipeline, build = (unquote(g) for g in listing.groups())
+            self._check(token, "read_builds", org)
+            return self._list(api, rest, pipeline, build, query)
+        match = _BUILD_JOB_ROUTE.match(rest)
+        scoped: tuple[str, str] | None = None
+        if match:
+            org, pipeline, build, job_id, action, suffix = match.groups()
+            scoped = (unquote(pipeline), unquote(build))
+        else:
+            match = _ORG_JOB_ROUTE.match(rest)
+            if not match:
+                raise ApiError(404, f"No route matches [{method}] {path!r}")
+            org, job_id, action, suffix = match.groups()
+        action = action or ""
+        if (suffix and action not in ("log", "env")) or (suffix == ".html" and action != "log"):
+            raise ApiError(404, f"No route matches [{method}] {path!r}")
+        scope = _SCOPE_OF.get((method, action))
+        if scope is None:
+            raise ApiError(404, f"No route matches [{method}] {path!r}")
+        self._check(token, scope, unquote(org))
+        job = self.state.job(unquote(job_id))
+        if scoped is not None and scoped != (job.pipeline, str(job.build)):
+            raise ApiError(404, "No job found")
+        return self._act(request, method, action, suffix, job, api, token)
+
+    def _check(self, token: TokenInfo, scope: str, org: str) -> None:
+        if scope not in token.scopes:
+            raise ApiError(403, f"Your access token doesn't have the {scope} scope")
+        if org != self.state.org:
+            raise ApiError(404, "No organization found")
+
+    def _act(
+        self,
+        request: FakeRequest,
+        method: str,
+        action: str,
+        suffix: str | None,
+        job: JobRecord,
+        api: str,
+        token: TokenInfo,
+    ) -> Reply:
+        state = self.state
+        if action == "":
+            state.poll(job)
+            return json_reply(200, state.render(job, api))
+        if action == "retry":
+            self.retry_counts[job.id] = self.retry_counts.get(job.id, 0) + 1
+            new = state.retry(job, token.user_id)
+            reply = json_reply(200, state.render(new, api))
+            if new.script is not None and new.script.after_polls <= 0:
+                state.poll(new)
+            return reply
+        if action == "reprioritize":
+            state.reprioritize(job, _json_body(request.body))
+            return json_reply(200, state.render(job, api))
+        if action == "unblock":
+            state.unblock(job, _json_body(request.body), token.user_id)
+            return json_reply(200, state.render(job, api))
+        if action == "env":
+            if _wants(request, suffix) == "text":
+                return Reply(200, [("Content-Type", _TEXT)], format_env_text(job.env).encode())
+            return json_reply(200, {"env": dict(job.env)})
+        return self._log(request, method, suffix, job, api)
+
+    # -- listing --------------------------------------------------------------------------------
+
+    def _list(
+        self, api: str, rest: str, pipeline: str, build: str, query: tuple[tuple[str, str], ...]
+    ) -> Reply:
+        record = self.state.builds.get((pipeline, int(build))) if build.isdigit() else None
+        if record is None:
+            raise ApiError(404, "No build found")
+        params = _multi(query)
+        states = params.get("state[]", []) + params.get("state", [])
+        for value in states:
+            if value == "finished":
+                raise ApiError(
+                    400, "Invalid state: 'finished' is not accepted; use 'passed' or 'failed'"
+                )
+            if value not in FILTER_STATES:
+                raise ApiError(
+                    400, f"Invalid state: {value!r}; accepted: {', '.join(FILTER_STATES)}"
+                )
+        include_retried = _flag(params.get("include_retried_jobs", ["true"])[-1])
+        per_page = _per_page(params.get("per_page", ["30"])[-1])
+        after, before = params.get("after"), params.get("before")
+        if after and before:
+            raise ApiError(400, "after and before are mutually exclusive; give one cursor")
+        jobs = [self.state.jobs[i] for i in record.job_ids]
+        for job in jobs:
+            self.state.poll(job)
+        step_keys = set(params.get("step_key", []))
+        group_keys = set(params.get("group_key", []))
+        jobs = [
+            j
+            for j in jobs
+            if (include_retried or j.data.get("retried") not in (True, "true"))
+            and (not states or _matches_state(j, states))
+            and (not step_keys or j.data.get("step_key") in step_keys)
+            and (not group_keys or j.data.get("group_key") in group_keys)
+        ]
+        if after:
+            position = decode_cursor(after[-1])
+            page = [j for j in jobs if j.seq > position][:per_page]
+        elif before:
+            position = decode_cursor(before[-1])
+            page = [j for j in jobs if j.seq < position][-per_page:]
+        else:
+            page = jobs[:per_page]
+        filters = [(k, v) for k, v in query if k not in {"after", "before", "per_page", "page"}] + [
+            ("per_page", str(per_page))
+        ]
+        url = api + rest.rstrip("/")
+        links = {"self": _link(url, [(k, v) for k, v in query if k != "per_page"], per_page)}
+        if page and any(j.seq > page[-1].seq for j in jobs):
+            links["next"] = _link(
+                url, [*filters[:-1], ("after", encode_cursor(page[-1].seq))], per_page
+            )
+        if page and any(j.seq < page[0].seq for j in jobs):
+            links["prev"] = _link(
+                url, [*filters[:-1], ("before", encode_cursor(page[0].seq))], per_page
+            )
+        items = [self.state.render(j, api) for j in page]
+        return json_reply(200, {"items": items, "links": links})
+
+    # -- logs -----------------------------------------------------------------------------------
+
+    def _log(
+        self, request: FakeRequest, method: str, suffix: str | None, job: JobRecord, api: str
+    ) -> Reply:
+        log = job.log
+        if method == "DELETE":
+            job.log = EMPTY_LOG
+            return Reply(204, [])
+        kind = _wants(request, suffix)
+        if method == "HEAD":
+            return Reply(200, [("Content-Type", _TEXT)], length=log.size, stream=())
+        url = f"{self.state.urls(job, api).get('log_url') or api}"
+        if kind == "json":
+            if log.size <= INLINE_LIMIT:
+                return Reply(200, [("Content-Type", _JSON)], b"".join(json_log_chunks(log, url)))
+            return Reply(200, [("Content-Type", _JSON)], stream=json_log_chunks(log, url))
+        if kind == "html":
+            if log.size <= INLINE_LIMIT:
+                return Reply(200, [("Content-Type", _HTML)], b"".join(html_log_chunks(log)))
+            return Reply(200, [("Content-Type", _HTML)], stream=html_log_chunks(log))
+        headers = [("Content-Type", _TEXT), ("Accept-Ranges", "bytes")]
+        wanted = request.headers.get("range")
+        if wanted:
+            span = _byte_range(wanted, log.size)
+            if span is None:
+                return Reply(416, [*headers, ("Content-Range", f"bytes */{log.size}")])
+            start, end = span
+            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{log.size}"))
+            return Reply(206, headers, stream=log.iter_bytes(start, end), length=end - start)
+        return Reply(200, headers, stream=log.iter_bytes(), length=log.size)
+
+
+def _not_executed(reply: Reply) -> Reply:
+    reply.executed = False
+    return reply
+
+
+def _json_body(body: bytes) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ApiError(400, "Problems parsing JSON") from None
+
+
+def _wants(request: FakeRequest, suffix: str | None) -> str:
+    if suffix == ".txt":
+        return "text"
+    if suffix == ".html":
+        return "html"
+    if suffix == ".json":
+        return "json"
+    accept = request.headers.get("accept", "").lower()
+    if "text/plain" in accept:
+        return "text"
+    if "text/html" in accept:
+        return "html"
+    return "json"
+
+
+def _multi(query: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in query:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise ApiError(400, f"include_retried_jobs must be true or false, got {value!r}")
+
+
+def _per_page(value: str) -> int:
+    if not value.strip().isdigit() or not 1 <= int(value) <= 100:
+        raise ApiError(400, f"per_page must be an integer from 1 to 100, got {value!r}")
+    return int(value)
+
+
+def _matches_state(job: JobRecord, states: list[str]) -> bool:
+    state = job.state
+    exit_status = job.data.get("exit_status")
+    for wanted in states:
+        if wanted in {"passed", "failed"}:
+            # passed/failed are derived from the exit status of finished jobs.
+            if state in {"passed", "failed"} and exit_status is not None:
+                if (exit_status == 0) == (wanted == "passed"):
+                    return True
+            elif state == wanted:
+                return True
+            if wanted == "failed" and job.declared_failing:
+                return True
+        elif state == wanted:
+            return True
+    return False
+
+
+def _link(url: str, params: list[tuple[str, str]], per_page: int) -> str:
+    pairs = [*params, ("per_page", str(per_page))]
+    return url + "?" + "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in pairs)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """``[start, end)`` for a single ``bytes=`` range, or ``None`` when unsatisfiable."""
+    match = _RANGE.match(header.strip())
+    if match is None or size == 0:
+        return None
+    first, last = match.groups()
+    if not first:
+        if not last or int(last) == 0:
+            return None
+        return max(0, size - int(last)), size
+    start = int(first)
+    end = size if not last else min(size, int(last) + 1)
+    return (start, end) if start < end else None
+
+
+def chunked(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Skip empty chunks (an empty chunk ends a chunked HTTP body)."""
+    for chunk in chunks:
+        if chunk:
+            yield chunk

@@ -1,0 +1,560 @@
+"""The fake's state: builds, jobs, logs, envs, users, and the Jobs API operations on them."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import random
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from ._fake_logs import EMPTY_LOG, LogSource, as_log_source
+
+WEB = "https://buildkite.com"
+MAX_JOBS_PER_BUILD = 4000
+FINISHED = frozenset({"passed", "failed"})
+RETRIABLE = frozenset({"failed", "timed_out", "canceled"})
+OUTCOMES = ("passed", "failed", "timed_out", "canceled")
+
+#: Job fields that are not part of the JSON but configure the fake.
+CONFIG_KEYS = frozenset({"log", "env", "permit_on_passed", "declared_failing"})
+_SCRIPT_URL_KEYS = ("build_url", "log_url", "raw_log_url", "artifacts_url")
+
+Outcome = str | int | Callable[[dict[str, Any]], "str | int"]
+
+
+class ApiError(Exception):
+    """An API error answer: status and the ``message`` of its JSON body."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message, **self.extra}
+
+
+@dataclass
+class Script:
+    """How a job finishes on its own: after ``after_polls`` GETs, with ``outcome``."""
+
+    outcome: Outcome
+    after_polls: int
+    polls: int = 0
+
+
+@dataclass
+class JobRecord:
+    """One job: its JSON (without URLs) and what the fake needs besides."""
+
+    data: dict[str, Any]
+    pipeline: str
+    build: int
+    seq: int
+    url_keys: tuple[str, ...]
+    log: LogSource = EMPTY_LOG
+    env: dict[str, str] = field(default_factory=dict)
+    permit_on_passed: bool = False
+    declared_failing: bool = False
+    script: Script | None = None
+    unblock_fields: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def state(self) -> str | None:
+        state = self.data.get("state")
+        return state if isinstance(state, str) else None
+
+
+@dataclass
+class BuildRecord:
+    """One build and the ids of its jobs in creation order."""
+
+    pipeline: str
+    number: int
+    data: dict[str, Any]
+    job_ids: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return str(self.data.get("state") or "")
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque cursor for a position in a build's job list."""
+    return base64.urlsafe_b64encode(f"job:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The position in a cursor, or ``ApiError`` 400."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, number = text.partition(":")
+        if kind == "job" and number.isdigit():
+            return int(number)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise ApiError(400, f"Invalid cursor: {cursor!r}")
+
+
+class FakeState:
+    """Everything the fake knows; not thread-safe by itself (the backend holds a lock)."""
+
+    def __init__(self, org: str, clock: Callable[[], float], seed: int = 0) -> None:
+        self.org = org
+        self.clock = clock
+        self._seed = seed
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all builds, jobs and users except the token owner."""
+        self._rng = random.Random(self._seed)
+        self.builds: dict[tuple[str, int], BuildRecord] = {}
+        self.jobs: dict[str, JobRecord] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.retry_script: Script | None = None
+        self._seq = 0
+        self.default_user_id = self.add_user("Fake User", "fake-user@example.com")
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+    def now(self) -> str:
+        moment = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    @staticmethod
+    def graphql_id(kind: str, ident: str) -> str:
+        return base64.b64encode(f"{kind}---{ident}".encode()).decode()
+
+    def add_user(self, name: str, email: str | None = None) -> str:
+        """Add a user of the organisation (an unblocker must be one); returns its id."""
+        user_id = self.new_id()
+        slug = re.sub(r"[^a-z0-9]+", ".", name.lower()).strip(".") or "user"
+        self.users[user_id] = {
+            "id": user_id,
+            "graphql_id": self.graphql_id("User", user_id),
+            "name": name,
+            "email": email or f"{slug}@example.com",
+            "avatar_url": "https://www.gravatar.com/avatar/00000000000000000000000000000000",
+            "created_at": self.now(),
+        }
+        return user_id
+
+    def user(self, user_id: str | None) -> dict[str, Any]:
+        return copy.deepcopy(self.users[user_id or self.default_user_id])
+
+    # -- builds ---------------------------------------------------------------------------------
+
+    def add_build(
+        self, pipeline: str, number: int | None = None, state: str = "running", **fields: Any
+    ) -> int:
+        if not isinstance(pipeline, str) or not pipeline:
+            raise ValueError(f"pipeline must be a non-empty slug, got {pipeline!r}")
+        if number is None:
+            number = 1 + max((n for p, n in self.builds if p == pipeline), default=0)
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ValueError(f"build number must be a positive integer, got {number!r}")
+        if (pipeline, number) in self.builds:
+            raise ValueError(f"build {pipeline}#{number} already exists; pick another number")
+        build_id = self.new_id()
+        now = self.now()
+        data: dict[str, Any] = {
+            "id": build_id,
+            "graphql_id": self.graphql_id("Build", build_id),
+            "number": number,
+            "state": state,
+            "web_url": f"{WEB}/{self.org}/{pipeline}/builds/{number}",
+            "message": "Fake build",
+            "commit": "a65572555600c07c7ee79a2bd909220e1ca5485b",
+            "branch": "main",
+            "created_at": now,
+            "scheduled_at": now,
+            "started_at": now,
+            "finished_at": None,
+        }
+        data.update(fields)
+        self.builds[(pipeline, number)] = BuildRecord(pipeline, number, data)
+        return number
+
+    def get_build(self, pipeline: str, number: int) -> BuildRecord:
+        build = self.builds.get((pipeline, number))
+        if build is None:
+            known = ", ".join(f"{p}#{n}" for p, n in self.builds) or "none"
+            raise LookupError(
+                f"no build {pipeline}#{number} in the fake (known: {known}); call add_build first"
+            )
+        return build
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def _defaults(self, kind: str, job_id: str, state: str | None, build: BuildRecord) -> Any:
+        now = self.now()
+        common: dict[str, Any] = {"id": job_id, "graphql_id": self.graphql_id("Job", job_id)}
+        web_url = f"{WEB}/{self.org}/{build.pipeline}/builds/{build.number}#{job_id}"
+        if kind == "waiter":
+            # Real waiters often arrive as just {id, graphql_id, type}.
+            return {**common, "type": "waiter", **({"state": state} if state else {})}, ()
+        if kind == "manual":
+            state = state or "blocked"
+            return {
+                **common,
+                "type": "manual",
+                "label": "Block",
+                "step_key": None,
+                "state": state,
+                "web_url": None,
+                "unblocked_by": None,
+                "unblocked_at": None,
+                "unblockable": state == "blocked",
+                "unblock_url": None,
+            }, ("unblock_url",)
+        if kind == "trigger":
+            state = state or "passed"
+            return {
+                **common,
+                "type": "trigger",
+                "name": "Trigger",
+                "step_key": None,
+                "state": state,
+                "async": False,
+                "web_url": web_url,
+                "created_at": now,
+                "scheduled_at": now,
+                "runnable_at": now,
+                "started_at": now,
+                "finished_at": now if state in FINISHED else None,
+                "triggered_build": None,
+            }, ()
+        state = state or "passed"
+        finished = state in FINISHED or state in RETRIABLE or state in {"expired", "broken"}
+        started = finished or state in {"running", "timing_out", "canceling"}
+        exit_status = {"passed": 0, "failed": 1}.get(state, -1 if state in RETRIABLE else None)
+        return {
+            **common,
+            "type": kind,
+            "name": "Job",
+            "step_key": None,
+            "group_key": None,
+            "step": {"id": self.new_id(), "signature": None},
+            "priority": {"number": 0},
+            "agent_query_rules": [],
+            "state": state,
+            "web_url": web_url,
+            "command": "",
+            "soft_failed": False,
+            "exit_status": exit_status,
+            "signal": None,
+            "signal_reason": None,
+            "artifact_paths": None,
+            "created_at": now,
+            "scheduled_at": now,
+            "runnable_at": now if started else None,
+            "started_at": now if started else None,
+            "finished_at": now if finished else None,
+            "expired_at": None,
+            "retried": False,
+            "retried_in_job_id": None,
+            "retries_count": None,
+            "retry_source": None,
+            "retry_type": None,
+            "parallel_group_index": None,
+            "parallel_group_total": None,
+            "matrix": None,
+            "agent": None,
+            "retried_by": None,
+            "cluster_id": None,
+            "cluster_url": None,
+            "cluster_queue_id": None,
+            "cluster_queue_url": None,
+        }, _SCRIPT_URL_KEYS
+
+    def default_env(self, job: JobRecord, build: BuildRecord) -> dict[str, str]:
+        data = job.data
+        env = {
+            "CI": "true",
+            "BUILDKITE": "true",
+            "BUILDKITE_ORGANIZATION_SLUG": self.org,
+            "BUILDKITE_PIPELINE_SLUG": build.pipeline,
+            "BUILDKITE_BUILD_NUMBER": str(build.number),
+            "BUILDKITE_BUILD_ID": str(build.data.get("id", "")),
+            "BUILDKITE_BUILD_URL": f"{WEB}/{self.org}/{build.pipeline}/builds/{build.number}",
+            "BUILDKITE_BRANCH": str(build.data.get("branch") or "main"),
+            "BUILDKITE_COMMIT": str(build.data.get("commit") or ""),
+            "BUILDKITE_JOB_ID": job.id,
+            "BUILDKITE_STEP_KEY": str(data.get("step_key") or ""),
+            "BUILDKITE_LABEL": str(data.get("name") or data.get("label") or ""),
+            "BUILDKITE_COMMAND": str(data.get("command") or ""),
+            "BUILDKITE_RETRY_COUNT": str(data.get("retries_count") or 0),
+            "BUILDKITE_AGENT_NAME": "fake-agent-1",
+        }
+        index, total = data.get("parallel_group_index"), data.get("parallel_group_total")
+        if index is not None and total is not None:
+            env["BUILDKITE_PARALLEL_JOB"] = str(index)
+            env["BUILDKITE_PARALLEL_JOB_COUNT"] = str(total)
+        return env
+
+    def add_job(self, pipeline: str, build_number: int, **fields: Any) -> str:
+        build = self.get_build(pipeline, build_number)
+        if len(build.job_ids) >= MAX_JOBS_PER_BUILD:
+            raise ValueError(f"build {pipeline}#{build_number} already has 4000 jobs (the limit)")
+        config = {k: fields.pop(k) for k in list(fields) if k in CONFIG_KEYS}
+        kind = fields.get("type", "script")
+        if kind not in {"script", "waiter", "manual", "trigger"}:
+            raise ValueError(f"job type must be script, waiter, manual or trigger, got {kind!r}")
+        job_id = fields.get("id") or self.new_id()
+        if job_id in self.jobs:
+            raise ValueError(f"a job with id {job_id} already exists in the fake")
+        data, url_keys = self._defaults(kind, job_id, fields.get("state"), build)
+        if "exit_status" in fields and kind == "script" and "state" not in fields:
+            data["state"] = "passed" if fields["exit_status"] == 0 else "failed"
+        data.update(fields)
+        if kind == "manual" and "unblock_url" in url_keys:
+            data.pop("unblock_url", None)
+        return self._insert(build, data, url_keys, config)
+
+    def _insert(
+        self,
+        build: BuildRecord,
+        data: dict[str, Any],
+        url_keys: tuple[str, ...],
+        config: Mapping[str, Any],
+    ) -> str:
+        self._seq += 1
+        job = JobRecord(data, build.pipeline, build.number, self._seq, url_keys)
+        job.log = as_log_source(config.get("log"))
+        job.permit_on_passed = bool(config.get("permit_on_passed", False))
+        job.declared_failing = bool(config.get("declared_failing", False))
+        env = config.get("env")
+        if env is not None and not isinstance(env, Mapping):
+            raise TypeError(f"env must be a dict of str to str, got {type(env).__name__}")
+        if data.get("type", "script") == "script":
+            job.env = self.default_env(job, build)
+        job.env.update({str(k): str(v) for k, v in (env or {}).items()})
+        self.jobs[job.id] = job
+        build.job_ids.append(job.id)
+        return job.id
+
+    def load_build(self, build_json: Mapping[str, Any], pipeline: str | None = None) -> int:
+        if not isinstance(build_json, Mapping):
+            raise TypeError(
+                f"load_build takes one build object (a dict), got {type(build_json).__name__};"
+                " for a list of builds use load_builds"
+            )
+        slug = pipeline or _pipeline_slug(build_json)
+        number = build_json.get("number")
+        if isinstance(number, str) and number.isdigit():
+            number = int(number)
+        if not isinstance(number, int):
+            raise ValueError(f"the build payload has no integer 'number' (got {number!r})")
+        extra = {k: v for k, v in build_json.items() if k not in {"jobs", "number", "state"}}
+        self.add_build(slug, number, state=str(build_json.get("state") or "running"), **extra)
+        build = self.builds[(slug, number)]
+        for raw in build_json.get("jobs") or []:
+            if not isinstance(raw, Mapping) or not raw.get("id"):
+                continue
+            if raw["id"] in self.jobs:
+                raise ValueError(f"job {raw['id']} is already in the fake (loaded twice?)")
+            data = copy.deepcopy(dict(raw))
+            # Rewrite the API links that exist so they point at the fake.
+            keys = [k for k in (*_SCRIPT_URL_KEYS, "unblock_url") if data.get(k)]
+            if data.get("unblock_url", "").startswith(WEB):
+                keys.remove("unblock_url")
+            for key in keys:
+                data.pop(key)
+            self._insert(build, data, tuple(keys), {})
+        return number
+
+    def job(self, job_id: str) -> JobRecord:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, "No job found")
+        return job
+
+    def urls(self, job: JobRecord, api: str) -> dict[str, str]:
+        base = (
+            f"{api}/organizations/{quote(self.org, safe='')}/pipelines/"
+            f"{quote(job.pipeline, safe='')}/builds/{job.build}"
+        )
+        job_url = f"{base}/jobs/{job.id}"
+        all_urls = {
+            "build_url": base,
+            "log_url": f"{job_url}/log",
+            "raw_log_url": f"{job_url}/log.txt",
+            "artifacts_url": f"{job_url}/artifacts",
+            "unblock_url": f"{job_url}/unblock",
+        }
+        return {k: all_urls[k] for k in job.url_keys}
+
+    def render(self, job: JobRecord, api: str) -> dict[str, Any]:
+        """The job's JSON with API links under ``api`` (the base URL the request came to)."""
+        data = copy.deepcopy(job.data)
+        data.update(self.urls(job, api))
+        return data
+
+    # -- progress -------------------------------------------------------------------------------
+
+    def poll(self, job: JobRecord) -> None:
+        """Count a GET that shows this job; a scripted job moves on."""
+        script = job.script
+        if script is None:
+            return
+        script.polls += 1
+        if script.polls >= script.after_polls:
+            self._finish_scripted(job)
+        elif job.state in {"scheduled", "assigned", "accepted"}:
+            self.start_job(job)
+
+    def _finish_scripted(self, job: JobRecord) -> None:
+        script = job.script
+        assert script is not None
+        job.script = None
+        outcome = script.outcome
+        if callable(outcome):
+            outcome = outcome(copy.deepcopy(job.data))
+        if isinstance(outcome, bool) or not isinstance(outcome, (int, str)):
+            raise TypeError(f"a retry outcome must be a state name or an exit status: {outcome!r}")
+        if isinstance(outcome, int):
+            self.finish_job(job, outcome)
+        elif outcome == "passed":
+            self.finish_job(job, 0)
+        elif outcome == "failed":
+            self.finish_job(job, 1)
+        else:
+            self.finish_job(job, -1, state=outcome)
+
+    def start_job(self, job: JobRecord) -> None:
+        now = self.now()
+        job.data["state"] = "running"
+        job.data["runnable_at"] = job.data.get("runnable_at") or now
+        job.data["started_at"] = job.data.get("started_at") or now
+
+    def finish_job(
+        self,
+        job: JobRecord,
+        exit_status: int | None,
+        state: str | None = None,
+        soft_failed: bool | None = None,
+    ) -> None:
+        if state is None:
+            state = "passed" if exit_status == 0 else "failed"
+        if job.state not in {"running", "timing_out", "canceling"}:
+            self.start_job(job)
+        job.data.update(state=state, exit_status=exit_status, finished_at=self.now())
+        if soft_failed is not None:
+            job.data["soft_failed"] = soft_failed
+        job.declared_failing = False
+        job.script = None
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def retry(self, job: JobRecord, user_id: str) -> JobRecord:
+        build = self.builds[(job.pipeline, job.build)]
+        if build.state in {"canceled", "canceling"}:
+            raise ApiError(422, "Jobs from canceled builds cannot be retried")
+        if job.data.get("retried") in (True, "true"):
+            raise ApiError(400, "Jobs can only be retried once")
+        retriable = job.state in RETRIABLE or (job.state == "passed" and job.permit_on_passed)
+        if job.data.get("type", "script") != "script" or not retriable:
+            raise ApiError(400, "Only failed, timed out or canceled jobs can be retried")
+        if len(build.job_ids) >= MAX_JOBS_PER_BUILD:
+            raise ApiError(422, "A build can't have more than 4000 jobs, including retries")
+        new_id = self.new_id()
+        now = self.now()
+        user = self.user(user_id)
+        data = copy.deepcopy(job.data)
+        data.update(
+            id=new_id,
+            graphql_id=self.graphql_id("Job", new_id),
+            state="scheduled",
+            web_url=f"{WEB}/{self.org}/{job.pipeline}/builds/{job.build}#{new_id}",
+            exit_status=None,
+            signal=None,
+            signal_reason=None,
+            soft_failed=False,
+            created_at=now,
+            scheduled_at=now,
+            runnable_at=None,
+            started_at=None,
+            finished_at=None,
+            expired_at=None,
+            agent=None,
+            retried=False,
+            retried_in_job_id=None,
+            retries_count=(_int(job.data.get("retries_count")) or 0) + 1,
+            retry_source={"job_id": job.id, "retry_type": "manual", "retried_by": user},
+            retried_by=user,
+        )
+        env = dict(job.env)
+        if env:
+            env.update(BUILDKITE_JOB_ID=new_id, BUILDKITE_RETRY_COUNT=str(data["retries_count"]))
+        new_id = self._insert(
+            build, data, job.url_keys, {"env": env, "permit_on_passed": job.permit_on_passed}
+        )
+        job.data["retried"] = True
+        job.data["retried_in_job_id"] = new_id
+        new = self.jobs[new_id]
+        if self.retry_script is not None:
+            new.script = Script(self.retry_script.outcome, self.retry_script.after_polls)
+        return new
+
+    def reprioritize(self, job: JobRecord, body: Any) -> None:
+        priority = body.get("priority") if isinstance(body, Mapping) else None
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ApiError(400, "Priority must be an integer")
+        job.data["priority"] = {"number": priority}
+
+    def unblock(self, job: JobRecord, body: Any, user_id: str) -> None:
+        if job.data.get("type") != "manual":
+            raise ApiError(400, "This job type cannot be unblocked")
+        build = self.builds[(job.pipeline, job.build)]
+        if build.state in {"canceled", "canceling"}:
+            raise ApiError(422, "Jobs from canceled builds cannot be unblocked")
+        if job.state != "blocked":
+            raise ApiError(422, "The job's state must be blocked")
+        body = body if isinstance(body, Mapping) else {}
+        unblocker = body.get("unblocker")
+        if unblocker is not None and unblocker not in self.users:
+            raise ApiError(422, "Unblocker is not a valid user id for this organization")
+        fields = body.get("fields")
+        if fields is not None and not isinstance(fields, Mapping):
+            raise ApiError(400, "Fields must be an object of field keys to values")
+        job.unblock_fields = dict(fields or {})
+        job.data.update(
+            state="unblocked",
+            unblocked_by=self.user(unblocker or user_id),
+            unblocked_at=self.now(),
+            unblockable=False,
+        )
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _pipeline_slug(build_json: Mapping[str, Any]) -> str:
+    pipeline = build_json.get("pipeline")
+    if isinstance(pipeline, Mapping) and isinstance(pipeline.get("slug"), str):
+        return str(pipeline["slug"])
+    match = re.search(r"/pipelines/([^/]+)/builds/", str(build_json.get("url") or ""))
+    if match:
+        return match.group(1)
+    raise ValueError("cannot tell the pipeline of this build payload; pass pipeline=...")
