@@ -8,13 +8,40 @@ up the specs of its own project name, so both sections can live in this one modu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+import pytest
 
 if TYPE_CHECKING:
     from ._models import Job
     from .ci import BuildContext
+
+# -- pytest hooks (pytest_bkjobs_*), registered by the plugin in pytest_addhooks ---------------
+
+
+@pytest.hookspec
+def pytest_bkjobs_scrub_interaction(interaction: dict[str, Any], config: pytest.Config) -> None:
+    """Clean an interaction before it is written to a cassette, by mutating it in place.
+
+    ``interaction`` is already redacted (credentials headers dropped, the token and secret
+    environment values replaced) and has the cassette's shape: ``{"request": {"method", "uri",
+    "headers", "body"}, "response": {"status", "reason", "http_version", "headers", "body"}}``.
+    To leave it out of the file, raise ``pytest_bkjobs.DropInteraction``. The return value is
+    ignored, so forgetting a ``return`` never drops data. Redaction runs again afterwards and
+    ``Content-Length`` is recomputed.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_bkjobs_cassette_path(item: pytest.Item, config: pytest.Config) -> Path | None:
+    """Return the cassette file for ``item``, or None for the default location.
+
+    The default is ``<test file dir>/cassettes/<module>/<test name>.json`` (or under
+    ``--bk-cassette-dir``). The first non-None result wins.
+    """
+
 
 # -- toolkit hooks (bkjobs_*) -------------------------------------------------------------------
 

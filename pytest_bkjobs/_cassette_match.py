@@ -1,0 +1,104 @@
+"""Matching a live request against recorded ones, and explaining why nothing matched."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ._cassette import body_bytes
+
+__all__ = ["DEFAULT_MATCH_ON", "MATCHERS", "check_match_on", "differences"]
+
+MATCHERS = ("method", "scheme", "host", "port", "path", "query", "body")
+DEFAULT_MATCH_ON: tuple[str, ...] = ("method", "path", "query", "body")
+_BODY_METHODS = frozenset({"PUT", "POST", "PATCH"})
+
+
+def check_match_on(value: object) -> tuple[str, ...]:
+    """Validate a ``match_on`` option: a list of names from ``MATCHERS``."""
+    if value is None:
+        return DEFAULT_MATCH_ON
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValueError(f"match_on must be a list of names from {list(MATCHERS)}, got {value!r}")
+    names = tuple(value)
+    unknown = [n for n in names if n not in MATCHERS]
+    if unknown or not names:
+        raise ValueError(
+            f"match_on has unknown or no names {unknown or names!r}; choose from {list(MATCHERS)}"
+        )
+    return names
+
+
+def query_pairs(uri: str) -> Counter[tuple[str, str]]:
+    """Query as a multiset of (key, value): order ignored, repeats and blank values kept."""
+    return Counter(parse_qsl(urlsplit(uri).query, keep_blank_values=True))
+
+
+def _values(pairs: Counter[tuple[str, str]], key: str) -> list[str]:
+    return sorted(v for (k, v), n in pairs.items() if k == key for _ in range(n))
+
+
+def _query_differences(recorded: str, actual: str) -> list[str]:
+    rec, act = query_pairs(recorded), query_pairs(actual)
+    if rec == act:
+        return []
+    out: list[str] = []
+    for key in sorted({k for k, _ in rec} | {k for k, _ in act}):
+        rv, av = _values(rec, key), _values(act, key)
+        if rv == av:
+            continue
+        if not rv:
+            out.append(f"query key {key!r}: not recorded, the request has {av}")
+        elif not av:
+            out.append(f"query key {key!r}: recorded {rv}, missing from the request")
+        else:
+            out.append(f"query key {key!r}: recorded {rv}, the request has {av}")
+    return out
+
+
+def _body_value(body: dict[str, Any] | None) -> Any:
+    if body and "json" in body:
+        return body["json"]
+    return body_bytes(body)
+
+
+def _body_differences(recorded: dict[str, Any] | None, actual: dict[str, Any] | None) -> list[str]:
+    rv, av = _body_value(recorded), _body_value(actual)
+    if rv == av:
+        return []
+
+    def lines(value: Any) -> list[str]:
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace").splitlines() or [""]
+        return json.dumps(value, indent=2, sort_keys=True).splitlines()
+
+    diff = difflib.unified_diff(lines(rv), lines(av), "recorded", "request", n=1, lineterm="")
+    shown = list(diff)[2:14]
+    return ["body differs:", *(f"    {line}" for line in shown)]
+
+
+def differences(
+    recorded: dict[str, Any], actual: dict[str, Any], match_on: Sequence[str]
+) -> list[str]:
+    """What differs between a recorded request and a live one (empty: they match)."""
+    out: list[str] = []
+    rm, am = str(recorded["method"]).upper(), str(actual["method"]).upper()
+    if "method" in match_on and rm != am:
+        out.append(f"method: recorded {rm}, the request is {am}")
+    ru, au = urlsplit(str(recorded["uri"])), urlsplit(str(actual["uri"]))
+    for part in ("scheme", "host", "port"):
+        attr = "hostname" if part == "host" else part
+        rv, av = getattr(ru, attr), getattr(au, attr)
+        if part in match_on and rv != av:
+            out.append(f"{part}: recorded {rv!r}, the request has {av!r}")
+    if "path" in match_on and ru.path != au.path:
+        out.append(f"path: recorded {ru.path}, the request has {au.path}")
+    if "query" in match_on:
+        out.extend(_query_differences(str(recorded["uri"]), str(actual["uri"])))
+    if "body" in match_on and am in _BODY_METHODS:
+        out.extend(_body_differences(recorded.get("body"), actual.get("body")))
+    return out

@@ -1,0 +1,393 @@
+"""One test's cassette at work: replay through respx, record through a forwarding transport.
+
+While a session is active, a respx router (using respx's ``httpx`` mocker, so clients that code
+under test builds itself are reached too) answers every request for the Buildkite API base URL:
+from the file when replaying, or by forwarding it to the real API (or ``--bk-api-url``) and
+keeping a copy when recording. Other hosts pass through untouched, and routes added by hand to
+the router win over the cassette.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import respx
+from respx.models import PassThrough
+
+from ._cassette import (
+    CASSETTE_VERSION,
+    MODES,
+    CassetteError,
+    CassetteExhaustedError,
+    CassetteMissError,
+    CassetteNotFoundError,
+    DropInteraction,
+    Interaction,
+    body_bytes,
+    encode_body,
+    headers_dict,
+    load_cassette,
+)
+from ._cassette_match import DEFAULT_MATCH_ON, differences
+from ._cassette_redact import Redactor, tidy_interaction
+from ._config import DEFAULT_BASE_URL
+
+__all__ = ["MODES", "CassetteRouter", "CassetteSession", "SessionOptions"]
+
+_ORG_RE = re.compile(r"/organizations/([^/?#]+)")
+_HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_CLOSEST = 3
+
+
+@dataclass
+class SessionOptions:
+    """Everything a session needs to know about its test and its file."""
+
+    path: Path
+    test_id: str
+    mode: str = "none"
+    api_url: str = DEFAULT_BASE_URL
+    allow_playback_repeats: bool = False
+    assert_all_played: bool = True
+    match_on: tuple[str, ...] = DEFAULT_MATCH_ON
+    redactor: Redactor = field(default_factory=Redactor)
+    display_path: str = ""
+    rerecord: str = "pytest --bk-record"
+
+
+def _message_from_request(request: httpx.Request, uri: str | None = None) -> dict[str, Any]:
+    pairs = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _HOP_HEADERS]
+    return {
+        "method": request.method.upper(),
+        "uri": uri or str(request.url),
+        "headers": headers_dict(pairs),
+        "body": encode_body(request.content, request.headers.get("content-type")),
+    }
+
+
+def _strip_path(url: str) -> str:
+    return url.rstrip("/")
+
+
+class CassetteSession:
+    """Holds one cassette's interactions and answers requests from it (or records them)."""
+
+    def __init__(self, options: SessionOptions) -> None:
+        self.options = options
+        self.mode = options.mode
+        self.recorded: list[Interaction] = []
+        self.base_url: str | None = None
+        self.org: str | None = None
+        self.errors: list[CassetteError] = []
+        self.new: list[Interaction] = []
+        exists = options.path.exists()
+        self.replaying = self.mode == "none" or (self.mode == "once" and exists)
+        if self.mode != "all" and (exists or self.mode == "none"):
+            try:
+                data = load_cassette(options.path)
+            except CassetteNotFoundError:
+                raise CassetteNotFoundError(
+                    f"no cassette for {options.test_id} at {self.where}: nothing to replay.\n"
+                    f"Record it with: {options.rerecord}"
+                ) from None
+            self.recorded = list(data["interactions"])
+            self.base_url = data.get("base_url")
+            self.org = data.get("org")
+        self.played = [False] * len(self.recorded)
+        self.repeats = 0
+        self.router: Any = None  # the CassetteRouter, set by whoever starts it
+
+    @property
+    def path(self) -> Path:
+        """The cassette file."""
+        return self.options.path
+
+    @property
+    def interactions(self) -> list[Interaction]:
+        """The interactions of this cassette: loaded from the file, then any recorded now."""
+        return [*self.recorded, *self.new]
+
+    @property
+    def where(self) -> str:
+        """The cassette path as shown to the user."""
+        return self.options.display_path or str(self.options.path)
+
+    @property
+    def recording(self) -> bool:
+        """True when requests the file cannot answer are sent to the API and kept."""
+        return not self.replaying
+
+    @property
+    def unplayed(self) -> list[Interaction]:
+        """Recorded interactions no request has used yet."""
+        return [item for item, done in zip(self.recorded, self.played, strict=True) if not done]
+
+    # -- which requests are ours ----------------------------------------------------------------
+
+    def _prefixes(self) -> list[str]:
+        found = {_strip_path(self.options.api_url), DEFAULT_BASE_URL}
+        if self.base_url:
+            found.add(_strip_path(self.base_url))
+        return sorted(found, key=len, reverse=True)
+
+    def owns(self, request: httpx.Request) -> bool:
+        """True for requests to the Buildkite API base URL (or the recorded/forwarded one)."""
+        url = str(request.url)
+        return any(url == p or url.startswith((p + "/", p + "?")) for p in self._prefixes())
+
+    def _target(self, request: httpx.Request) -> str:
+        url = str(request.url)
+        api = _strip_path(self.options.api_url)
+        for prefix in self._prefixes():
+            if url == prefix or url.startswith((prefix + "/", prefix + "?")):
+                return api + url[len(prefix) :]
+        return url
+
+    # -- answering ------------------------------------------------------------------------------
+
+    def _fail(self, error: CassetteError) -> CassetteError:
+        self.errors.append(error)
+        return error
+
+    def _lookup(self, live: dict[str, Any]) -> Interaction | None:
+        """The next unplayed match; None if the request should be recorded instead."""
+        __tracebackhide__ = True
+        match_on = self.options.match_on
+        matches = [
+            i
+            for i, item in enumerate(self.recorded)
+            if not differences(item["request"], live, match_on)
+        ]
+        for i in matches:
+            if not self.played[i]:
+                self.played[i] = True
+                return self.recorded[i]
+        if self.recording:
+            return None
+        if matches and self.options.allow_playback_repeats:
+            self.repeats += 1
+            return self.recorded[matches[-1]]
+        if matches:
+            raise self._fail(CassetteExhaustedError(self._exhausted_message(live, len(matches))))
+        raise self._fail(CassetteMissError(self._miss_message(live)))
+
+    def _describe(self, message: dict[str, Any]) -> str:
+        text = f"{message['method']} {message['uri']}"
+        if message["method"] in ("PUT", "POST", "PATCH") and message.get("body"):
+            body = body_bytes(message["body"]).decode("utf-8", errors="replace")
+            text += f"  body: {body[:200]}"
+        return text
+
+    def _header_lines(self) -> list[str]:
+        return [f"  test:     {self.options.test_id}", f"  cassette: {self.where}"]
+
+    def _miss_message(self, live: dict[str, Any]) -> str:
+        lines = [
+            f"no recorded interaction matches {self._describe(live)}",
+            *self._header_lines(),
+        ]
+        scored = sorted(
+            (
+                (len(differences(item["request"], live, self.options.match_on)), i)
+                for i, item in enumerate(self.recorded)
+            ),
+        )[:_CLOSEST]
+        if scored:
+            lines.append("closest recorded requests:")
+            for _, i in scored:
+                recorded = self.recorded[i]["request"]
+                lines.append(f"  #{i} {recorded['method']} {recorded['uri']}")
+                diffs = differences(recorded, live, self.options.match_on)
+                lines.extend(f"     - {d}" if not d.startswith("    ") else d for d in diffs)
+        else:
+            lines.append("the cassette has no recorded interactions")
+        lines.append(f"To re-record this test: {self.options.rerecord}")
+        lines.append("(or keep the old ones and add this request: --bk-record-mode=new_episodes)")
+        return "\n".join(lines)
+
+    def _exhausted_message(self, live: dict[str, Any], count: int) -> str:
+        return "\n".join(
+            [
+                f"{self._describe(live)} matches {count} recorded interaction(s), but all of"
+                " them were already played (each recorded answer plays once)",
+                *self._header_lines(),
+                "If the test now makes this request more often, re-record:"
+                f" {self.options.rerecord}",
+                "or allow repeats: @pytest.mark.bk_cassette(allow_playback_repeats=True)",
+            ]
+        )
+
+    def _replay(self, request: httpx.Request) -> tuple[httpx.Response | None, dict[str, Any]]:
+        __tracebackhide__ = True
+        request.read()
+        live = self.options.redactor.request_view(_message_from_request(request))
+        item = self._lookup(live)
+        if item is None:
+            return None, live
+        return _response_from(item["response"], request.method), live
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """Answer a request from a sync client."""
+        __tracebackhide__ = True
+        response, _ = self._replay(request)
+        if response is not None:
+            return response
+        forward = self._forward_request(request)
+        with httpx.HTTPTransport() as transport:
+            answer = transport.handle_request(forward)
+            try:
+                answer.read()
+            finally:
+                answer.close()
+        return self._keep(request, forward, answer)
+
+    async def ahandle(self, request: httpx.Request) -> httpx.Response:
+        """Answer a request from an async client."""
+        __tracebackhide__ = True
+        response, _ = self._replay(request)
+        if response is not None:
+            return response
+        forward = self._forward_request(request)
+        async with httpx.AsyncHTTPTransport() as transport:
+            answer = await transport.handle_async_request(forward)
+            try:
+                await answer.aread()
+            finally:
+                await answer.aclose()
+        return self._keep(request, forward, answer)
+
+    # -- recording ------------------------------------------------------------------------------
+
+    def _forward_request(self, request: httpx.Request) -> httpx.Request:
+        headers = [
+            (k, v) for k, v in request.headers.multi_items() if k.lower() not in _HOP_HEADERS
+        ]
+        return httpx.Request(
+            request.method, self._target(request), headers=headers, content=request.content
+        )
+
+    def _keep(
+        self, original: httpx.Request, forward: httpx.Request, answer: httpx.Response
+    ) -> httpx.Response:
+        content = answer.content  # decoded: gzip is undone, and the whole stream was read
+        headers = [
+            (k, v)
+            for k, v in answer.headers.multi_items()
+            if k.lower() not in ("content-encoding", "transfer-encoding", "content-length")
+        ]
+        if original.method.upper() == "HEAD" and "content-length" in answer.headers:
+            headers.append(("content-length", answer.headers["content-length"]))
+        request_message = _message_from_request(original, uri=str(forward.url))
+        self.options.redactor.request_view(request_message)  # learns the bearer token
+        self.new.append(
+            {
+                "request": request_message,
+                "response": {
+                    "status": answer.status_code,
+                    "reason": answer.reason_phrase,
+                    "http_version": answer.http_version,
+                    "headers": headers_dict(headers),
+                    "body": encode_body(content, answer.headers.get("content-type")),
+                },
+            }
+        )
+        if self.org is None:
+            match = _ORG_RE.search(urlsplit(str(forward.url)).path)
+            self.org = match.group(1) if match else None
+        return httpx.Response(
+            answer.status_code,
+            headers=headers,
+            content=content,
+            extensions={
+                "http_version": answer.http_version.encode(),
+                "reason_phrase": answer.reason_phrase.encode(),
+            },
+        )
+
+    def to_file(self, scrub: Callable[[Interaction], object] | None = None) -> dict[str, Any]:
+        """The cassette to write: redacted, scrubbed by the hook, with true lengths."""
+        redactor = self.options.redactor
+        kept = self.recorded if self.mode == "new_episodes" else []
+        out: list[Interaction] = []
+        for item in [*kept, *self.new]:
+            clean = redactor.apply(item)
+            if scrub is not None:
+                try:
+                    scrub(clean)
+                except DropInteraction:
+                    continue
+            out.append(tidy_interaction(redactor.apply(clean)))
+        data: dict[str, Any] = {"version": CASSETTE_VERSION, "interactions": out}
+        base = self.base_url if self.mode == "new_episodes" and self.base_url else None
+        data["base_url"] = redactor.scrub_text(base or _strip_path(self.options.api_url))
+        if self.org:
+            data["org"] = self.org
+        return data
+
+
+def _response_from(message: dict[str, Any], method: str) -> httpx.Response:
+    """Build the replayed answer; its ``Content-Length`` matches the bytes (HEAD keeps its own)."""
+    headers = [
+        (name, value)
+        for name, values in message.get("headers", {}).items()
+        for value in values
+        if name not in ("content-length", "content-encoding", "transfer-encoding")
+        or (name == "content-length" and method.upper() == "HEAD")
+    ]
+    extensions: dict[str, Any] = {}
+    if message.get("http_version"):
+        extensions["http_version"] = str(message["http_version"]).encode()
+    if message.get("reason"):
+        extensions["reason_phrase"] = str(message["reason"]).encode()
+    return httpx.Response(
+        int(message["status"]),
+        headers=headers,
+        content=body_bytes(message.get("body")),
+        extensions=extensions,
+    )
+
+
+class CassetteRouter(respx.MockRouter):
+    """A respx router whose fallback for Buildkite API requests is the cassette."""
+
+    def __init__(self, session: CassetteSession) -> None:
+        super().__init__(assert_all_called=False, assert_all_mocked=False, using="httpx")
+        self.session = session
+
+    def _has_route(self, request: httpx.Request) -> bool:
+        return any(
+            route.pattern is None or bool(route.pattern.match(request)) for route in self.routes
+        )
+
+    def _pass(self, request: httpx.Request) -> PassThrough:
+        return PassThrough(
+            f"not a Buildkite API request: {request.method} {request.url}",
+            request=request,
+            origin=None,  # type: ignore[arg-type]
+        )
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        __tracebackhide__ = True
+        if self._has_route(request):
+            return super().handler(request)
+        if not self.session.owns(request):
+            raise self._pass(request)
+        response = self.session.handle(request)
+        self.record(request, response=response)
+        return response
+
+    async def async_handler(self, request: httpx.Request) -> httpx.Response:
+        __tracebackhide__ = True
+        if self._has_route(request):
+            return await super().async_handler(request)
+        if not self.session.owns(request):
+            raise self._pass(request)
+        response = await self.session.ahandle(request)
+        self.record(request, response=response)
+        return response

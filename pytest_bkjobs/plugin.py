@@ -1,0 +1,584 @@
+"""The pytest plugin: options, the ``bk_cassette`` marker, fixtures, teardown checks, reporting.
+
+Loaded in every pytest run of every project that installs pytest-bkjobs, so this module imports
+only pytest and the standard library; httpx, respx and the client load when a fixture needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ._cassette_session import CassetteRouter, CassetteSession
+    from ._client import AsyncJobsClient, JobsClient
+
+MODES = ("none", "once", "new_episodes", "all")  # pytest_bkjobs._cassette.MODES, kept import-free
+_MODE_HELP = {
+    "none": "replay only",
+    "once": "record missing cassettes",
+    "new_episodes": "record requests the cassette lacks",
+    "all": "re-record every cassette used",
+}
+_CASSETTE_FIXTURES = ("bk_cassette", "bk_router", "bk_client", "bk_async_client")
+_MARKER_DOC = (
+    "bk_cassette(name=None, *, record_mode=None, allow_playback_repeats=False,"
+    " assert_all_played=True, match_on=None): replay (or record) the test's Buildkite API"
+    " requests from a cassette file."
+)
+_MAX_ID = 60
+_REPLAY_TOKEN = "bkjobs-replay-token"
+
+
+@dataclass
+class _Settings:
+    """The run's cassette settings, command line over ini."""
+
+    mode: str
+    mode_from_cli: bool
+    cassette_dir: Path | None
+    api_url: str | None
+    redact_env: tuple[str, ...]
+    summary: dict[str, int] = field(default_factory=dict)
+    unused: int = 0
+
+
+SETTINGS = pytest.StashKey[_Settings]()
+PATH_KEY = pytest.StashKey[Path]()
+REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+SUMMARY_KEY = pytest.StashKey[dict[str, Any]]()
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bkjobs", "Buildkite API cassettes (pytest-bkjobs)")
+    group.addoption(
+        "--bk-record",
+        action="store_true",
+        default=False,
+        help="send Buildkite API requests to the real API and rewrite each cassette used"
+        " (same as --bk-record-mode=all)",
+    )
+    group.addoption(
+        "--bk-record-mode",
+        choices=MODES,
+        default=None,
+        help="none: replay only (default); once: record missing cassettes; new_episodes: record"
+        " requests a cassette lacks; all: re-record",
+    )
+    group.addoption(
+        "--bk-cassette-dir",
+        default=None,
+        help="folder for cassettes (default: cassettes/ beside each test file)",
+    )
+    group.addoption(
+        "--bk-api-url",
+        default=None,
+        help="API base URL to record against, such as a fake server (default: the real API)",
+    )
+    parser.addini("bk_record_mode", "default cassette record mode (none)", default="none")
+    parser.addini("bk_cassette_dir", "folder for cassettes", default="")
+    parser.addini("bk_api_url", "API base URL to record against", default="")
+    parser.addini(
+        "bk_redact_env",
+        "extra secret variable name patterns (globs) masked in recorded job envs",
+        type="linelist",
+        default=[],
+    )
+
+
+def _settings(config: pytest.Config) -> _Settings:
+    record = bool(config.getoption("bk_record"))
+    cli_mode = config.getoption("bk_record_mode")
+    if record and cli_mode not in (None, "all"):
+        raise pytest.UsageError(
+            f"--bk-record means --bk-record-mode=all; it conflicts with --bk-record-mode={cli_mode}"
+        )
+    ini_mode = str(config.getini("bk_record_mode") or "none").strip()
+    if ini_mode not in MODES:
+        raise pytest.UsageError(
+            f"ini option bk_record_mode = {ini_mode!r} is not a record mode; use one of {MODES}"
+        )
+    mode = "all" if record else (cli_mode or ini_mode)
+    raw_dir = config.getoption("bk_cassette_dir") or str(config.getini("bk_cassette_dir") or "")
+    cassette_dir = None
+    if raw_dir:
+        cassette_dir = Path(raw_dir)
+        if not cassette_dir.is_absolute():
+            base = (
+                config.invocation_params.dir
+                if config.getoption("bk_cassette_dir")
+                else config.rootpath
+            )
+            cassette_dir = base / cassette_dir
+    api_url = config.getoption("bk_api_url") or str(config.getini("bk_api_url") or "") or None
+    if api_url and not api_url.startswith(("http://", "https://")):
+        raise pytest.UsageError(
+            f"--bk-api-url / bk_api_url must be an http(s) URL such as"
+            f" http://127.0.0.1:8080/v2, got {api_url!r}"
+        )
+    return _Settings(
+        mode=mode,
+        mode_from_cli=record or cli_mode is not None,
+        cassette_dir=cassette_dir,
+        api_url=api_url.rstrip("/") if api_url else None,
+        redact_env=tuple(str(p) for p in config.getini("bk_redact_env")),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", _MARKER_DOC)
+    settings = _settings(config)
+    config.stash[SETTINGS] = settings
+    config.pluginmanager.register(_Reporter(settings), "bkjobs-reporter")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    settings = config.stash[SETTINGS]
+    where = settings.cassette_dir or "cassettes/<module>/ beside each test file"
+    line = (
+        f"bkjobs: record mode {settings.mode} ({_MODE_HELP[settings.mode]}), cassettes in {where}"
+    )
+    if settings.mode != "none" and settings.api_url:
+        line += f", recording against {settings.api_url}"
+    return line
+
+
+# -- cassette paths -----------------------------------------------------------------------------
+
+
+def _safe(text: str) -> str:
+    """File-name-safe text; a changed or long text gets a stable hash so names stay unique."""
+    cleaned = re.sub(r"[^A-Za-z0-9._=+,@-]", "_", text).strip(".") or "_"
+    if cleaned != text or len(cleaned) > _MAX_ID:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+        cleaned = f"{cleaned[:40]}-{digest}"
+    return cleaned
+
+
+def _test_name(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    base = str(getattr(item, "originalname", None) or item.name.split("[", 1)[0])
+    cls = getattr(item, "cls", None)
+    if cls is not None:
+        base = f"{cls.__name__}.{base}"
+    name = _safe(base)
+    if callspec is not None:
+        name += f"[{_safe(callspec.id)}]"
+    return name
+
+
+def _marker_name(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("bk_cassette")
+    if marker is None:
+        return None
+    name = marker.kwargs.get("name", marker.args[0] if marker.args else None)
+    return name if isinstance(name, str) and name else None
+
+
+def default_cassette_path(item: pytest.Item, config: pytest.Config) -> Path:
+    """``<test dir>/cassettes/<module>/<test name>.json``, or under ``--bk-cassette-dir``."""
+    settings = config.stash[SETTINGS]
+    test_file = Path(item.path)
+    if settings.cassette_dir is not None:
+        try:
+            relative = test_file.parent.relative_to(config.rootpath)
+        except ValueError:
+            relative = Path()
+        folder = settings.cassette_dir / relative / test_file.stem
+    else:
+        folder = test_file.parent / "cassettes" / test_file.stem
+    name = _marker_name(item)
+    return folder / f"{_safe(name) if name else _test_name(item)}.json"
+
+
+def _uses_cassette(item: pytest.Item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return item.get_closest_marker("bk_cassette") is not None or any(
+        f in names for f in _CASSETTE_FIXTURES
+    )
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    owners: dict[Path, list[str]] = {}
+    for item in items:
+        if not _uses_cassette(item):
+            continue
+        path = config.hook.pytest_bkjobs_cassette_path(item=item, config=config)
+        path = Path(path) if path is not None else default_cassette_path(item, config)
+        item.stash[PATH_KEY] = path
+        owners.setdefault(path, []).append(item.nodeid)
+    clashes = {path: ids for path, ids in owners.items() if len(ids) > 1}
+    if clashes:
+        lines = ["bkjobs: several tests would use the same cassette file:"]
+        for path, ids in clashes.items():
+            lines.append(f"  {_display(config, path)}: {', '.join(ids)}")
+        lines.append(
+            "Give each one its own name with @pytest.mark.bk_cassette('some-name'), or return"
+            " distinct paths from pytest_bkjobs_cassette_path."
+        )
+        raise pytest.UsageError("\n".join(lines))
+
+
+def _display(config: pytest.Config, path: Path) -> str:
+    try:
+        return str(path.relative_to(config.rootpath))
+    except ValueError:
+        return str(path)
+
+
+# -- the marker ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _MarkerOptions:
+    name: str | None = None
+    record_mode: str | None = None
+    allow_playback_repeats: bool = False
+    assert_all_played: bool = True
+    match_on: tuple[str, ...] | None = None
+
+
+def _signature(
+    name: str | None = None,
+    *,
+    record_mode: str | None = None,
+    allow_playback_repeats: bool = False,
+    assert_all_played: bool = True,
+    match_on: Any = None,
+) -> _MarkerOptions:
+    from ._cassette_match import check_match_on
+
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if record_mode is not None and record_mode not in MODES:
+        raise ValueError(f"record_mode must be one of {MODES}, got {record_mode!r}")
+    for label, value in (
+        ("allow_playback_repeats", allow_playback_repeats),
+        ("assert_all_played", assert_all_played),
+    ):
+        if not isinstance(value, bool):
+            raise ValueError(f"{label} must be True or False, got {value!r}")
+    return _MarkerOptions(
+        name=name,
+        record_mode=record_mode,
+        allow_playback_repeats=allow_playback_repeats,
+        assert_all_played=assert_all_played,
+        match_on=check_match_on(match_on) if match_on is not None else None,
+    )
+
+
+def _marker_options(item: pytest.Item) -> _MarkerOptions:
+    marker = item.get_closest_marker("bk_cassette")
+    if marker is None:
+        return _MarkerOptions()
+    try:
+        return _signature(*marker.args, **marker.kwargs)
+    except (TypeError, ValueError) as exc:
+        pytest.fail(
+            f"bad @pytest.mark.bk_cassette on {item.nodeid}: {exc}\n"
+            f"expected {_MARKER_DOC.split(':', 1)[0]}",
+            pytrace=False,
+        )
+
+
+# -- the cassette fixture -----------------------------------------------------------------------
+
+
+def _environ() -> dict[str, str]:
+    from ._config import merged_environ
+
+    return merged_environ(None, ".env")
+
+
+def _start(request: pytest.FixtureRequest) -> CassetteSession:
+    from ._cassette import CassetteError
+    from ._cassette_match import DEFAULT_MATCH_ON
+    from ._cassette_redact import redactor_for
+    from ._cassette_session import CassetteSession, SessionOptions
+    from ._config import DEFAULT_BASE_URL, TOKEN_VAR, URL_VAR
+
+    item, config = request.node, request.config
+    settings = config.stash[SETTINGS]
+    options = _marker_options(item)
+    if settings.mode_from_cli or options.record_mode is None:
+        mode = settings.mode
+    else:
+        mode = options.record_mode
+    path = item.stash.get(PATH_KEY, None) or default_cassette_path(item, config)
+    environ = _environ()
+    api_url = settings.api_url or environ.get(URL_VAR, "").strip() or DEFAULT_BASE_URL
+    session_options = SessionOptions(
+        path=path,
+        test_id=item.nodeid,
+        mode=mode,
+        api_url=api_url.rstrip("/"),
+        allow_playback_repeats=options.allow_playback_repeats,
+        assert_all_played=options.assert_all_played,
+        match_on=options.match_on or DEFAULT_MATCH_ON,
+        redactor=redactor_for(environ.get(TOKEN_VAR), settings.redact_env),
+        display_path=_display(config, path),
+        rerecord=f"pytest --bk-record '{item.nodeid}'",
+    )
+    try:
+        return CassetteSession(session_options)
+    except CassetteError as exc:
+        pytest.fail(f"bkjobs: {exc}", pytrace=False)
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _finish(request: pytest.FixtureRequest, session: CassetteSession) -> None:
+    from ._cassette import save_cassette
+
+    item, config = request.node, request.config
+    reports = item.stash.get(REPORTS_KEY, {})
+    call = reports.get("call")
+    passed = call is not None and call.passed and reports["setup"].passed
+    summary: dict[str, Any] = {"path": session.where, "unused": 0}
+    item.stash[SUMMARY_KEY] = summary
+    if session.errors:
+        summary["outcome"] = "failed"
+        # The error already failed the test where the request was made: do not repeat it.
+        surfaced = any(
+            any(e is err for err in session.errors) for e in _chain(_call_exception(item))
+        )
+        if not surfaced:
+            pytest.fail(
+                "bkjobs: the code under test hit cassette errors (and may have swallowed"
+                " them):\n" + "\n\n".join(str(e) for e in session.errors),
+                pytrace=False,
+            )
+        return
+    if session.recording:
+        if not passed:
+            summary["outcome"] = "not written"
+            return
+        if session.mode == "new_episodes" and not session.new and session.options.path.exists():
+            summary["outcome"] = "replayed"
+            summary["unused"] = len(session.unplayed)
+            return
+
+        def scrub(interaction: dict[str, Any]) -> None:
+            config.hook.pytest_bkjobs_scrub_interaction(interaction=interaction, config=config)
+
+        data = session.to_file(scrub)
+        save_cassette(session.options.path, data)
+        summary["outcome"] = "recorded"
+        summary["interactions"] = len(data["interactions"])
+        return
+    summary["outcome"] = "replayed"
+    unplayed = session.unplayed
+    summary["unused"] = len(unplayed)
+    if passed and unplayed and session.options.assert_all_played:
+        lines = [
+            f"bkjobs: {len(unplayed)} recorded interaction(s) were never played",
+            f"  test:     {item.nodeid}",
+            f"  cassette: {session.where}",
+        ]
+        pairs = zip(session.recorded, session.played, strict=True)
+        for i, (interaction, done) in enumerate(pairs):
+            if not done:
+                req = interaction["request"]
+                lines.append(f"  #{i} {req['method']} {req['uri']}")
+        lines.append(
+            f"If the test no longer makes these requests, re-record: {session.options.rerecord}"
+        )
+        lines.append("or opt out: @pytest.mark.bk_cassette(assert_all_played=False)")
+        pytest.fail("\n".join(lines), pytrace=False)
+
+
+_CALL_EXC = pytest.StashKey[BaseException]()
+
+
+def _call_exception(item: pytest.Item) -> BaseException | None:
+    return item.stash.get(_CALL_EXC, None)
+
+
+@pytest.fixture
+def bk_cassette(request: pytest.FixtureRequest) -> Iterator[CassetteSession]:
+    """The test's active cassette (``.path``, ``.mode``, ``.recorded``, ``.played``, ``.unplayed``).
+
+    While it is active, requests to the Buildkite API base URL, from any httpx client, are
+    replayed from the file or, when recording, sent on and kept.
+    """
+    from ._cassette_session import CassetteRouter
+
+    session = _start(request)
+    router = CassetteRouter(session)
+    session.router = router
+    router.start()
+    try:
+        yield session
+    finally:
+        router.stop(quiet=True)
+    _finish(request, session)
+
+
+@pytest.fixture
+def bk_router(bk_cassette: CassetteSession) -> CassetteRouter:
+    """The respx router in use: routes added to it win over the cassette."""
+    router: CassetteRouter = bk_cassette.router
+    return router
+
+
+def _client_kwargs(session: CassetteSession) -> dict[str, Any]:
+    from ._config import ORG_VAR, TOKEN_VAR
+
+    environ = _environ()
+    org = environ.get(ORG_VAR, "").strip() or session.org
+    if session.replaying:
+        return {
+            "token": _REPLAY_TOKEN,
+            "org": session.org or org or "acme",
+            "base_url": session.base_url or session.options.api_url,
+        }
+    token = environ.get(TOKEN_VAR, "").strip()
+    if not token or not org:
+        missing = TOKEN_VAR if not token else ORG_VAR
+        pytest.fail(
+            f"bkjobs: recording {session.options.test_id} needs {missing} in the environment or"
+            f" .env (a REST API token and the organisation slug to record against)",
+            pytrace=False,
+        )
+    return {"token": token, "org": org, "base_url": session.options.api_url}
+
+
+def _no_sleep(delay: float) -> None:
+    """Replayed rate limits need no real wait."""
+
+
+async def _no_async_sleep(delay: float) -> None:
+    """Replayed rate limits need no real wait."""
+
+
+@pytest.fixture
+def bk_client(bk_cassette: CassetteSession) -> Iterator[JobsClient]:
+    """A ``JobsClient`` bound to the cassette (recorded base URL and org when replaying)."""
+    from ._client import JobsClient
+
+    kwargs = _client_kwargs(bk_cassette)
+    if bk_cassette.replaying:
+        kwargs["sleep"] = _no_sleep
+    with JobsClient(**kwargs) as client:
+        yield client
+
+
+@pytest.fixture
+def bk_async_client(bk_cassette: CassetteSession) -> Iterator[AsyncJobsClient]:
+    """An ``AsyncJobsClient`` bound to the cassette."""
+    from ._client import AsyncJobsClient
+
+    kwargs = _client_kwargs(bk_cassette)
+    if bk_cassette.replaying:
+        kwargs["sleep"] = _no_async_sleep
+    client = AsyncJobsClient(**kwargs)
+    yield client
+    with contextlib.suppress(RuntimeError):  # a loop is still running: it closes with it
+        asyncio.run(client.aclose())
+
+
+@pytest.fixture(autouse=True)
+def _bk_cassette_marker(request: pytest.FixtureRequest) -> None:
+    """A ``bk_cassette`` marker activates the cassette without naming the fixture."""
+    if request.node.get_closest_marker("bk_cassette") is not None:
+        request.getfixturevalue("bk_cassette")
+
+
+@pytest.fixture
+def bk_fake() -> Any:
+    """A fresh ``FakeBuildkite`` for this test; ``bk_fake.client()`` gives a client wired to it."""
+    from .fake import FakeBuildkite
+
+    return FakeBuildkite()
+
+
+@pytest.fixture
+def bk_build_context(request: pytest.FixtureRequest) -> Any:
+    """A ``BuildContext``: from ``bk_fake``'s sample build when the test uses it, else the env."""
+    from .ci import BuildContext
+
+    if "bk_fake" in request.fixturenames:
+        fake = request.getfixturevalue("bk_fake")
+        return fake.build_context()
+    return BuildContext.from_env(os.environ)
+
+
+# -- reporting ----------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    if report.when == "call" and call.excinfo is not None:
+        item.stash[_CALL_EXC] = call.excinfo.value
+    if report.when == "teardown":
+        summary = item.stash.get(SUMMARY_KEY, None)
+        if summary is not None:
+            report.bkjobs_cassette = summary  # type: ignore[attr-defined]
+    return report
+
+
+class _Reporter:
+    """Counts cassette outcomes from reports (xdist workers' reports included)."""
+
+    def __init__(self, settings: _Settings) -> None:
+        self.settings = settings
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        summary = getattr(report, "bkjobs_cassette", None)
+        if not isinstance(summary, dict):
+            return
+        counts = self.settings.summary
+        outcome = str(summary.get("outcome", "failed"))
+        counts[outcome] = counts.get(outcome, 0) + 1
+        self.settings.unused += int(summary.get("unused", 0))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        _terminal_summary(terminalreporter, self.settings)
+
+
+def _terminal_summary(terminalreporter: Any, settings: _Settings) -> None:
+    counts = settings.summary
+    if not counts:
+        return
+    order = ("replayed", "recorded", "not written", "failed")
+    labels = {
+        "replayed": "replayed",
+        "recorded": "recorded",
+        "not written": "not written (test failed)",
+        "failed": "with errors",
+    }
+    parts = [f"{counts[k]} {labels[k]}" for k in order if counts.get(k)]
+    terminalreporter.write_sep("-", "bkjobs cassettes")
+    terminalreporter.write_line(
+        f"bkjobs: cassettes {', '.join(parts)}; {settings.unused} interaction(s) unused"
+    )
