@@ -10,6 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._cassette import (
+        CassetteError,
+        CassetteExhaustedError,
+        CassetteFormatError,
+        CassetteMissError,
+        CassetteNotFoundError,
+        DropInteraction,
+    )
     from ._client import AsyncJobsClient, JobsClient
     from ._env import is_secret_name, parse_env_text, redact_env
     from ._errors import (
@@ -50,6 +58,12 @@ _EXPORTS: dict[str, str] = {
     "APITimeoutError": "._errors",
     "AuthenticationError": "._errors",
     "BadRequestError": "._errors",
+    "CassetteError": "._cassette",
+    "CassetteExhaustedError": "._cassette",
+    "CassetteFormatError": "._cassette",
+    "CassetteMissError": "._cassette",
+    "CassetteNotFoundError": "._cassette",
+    "DropInteraction": "._cassette",
     "BuildkiteError": "._errors",
     "ConfigurationError": "._errors",
     "InvalidArgumentError": "._errors",
@@ -70,7 +84,13 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BuildkiteError",
+    "CassetteError",
+    "CassetteExhaustedError",
+    "CassetteFormatError",
+    "CassetteMissError",
+    "CassetteNotFoundError",
     "ConfigurationError",
+    "DropInteraction",
     "FakeBuildkite",
     "InvalidArgumentError",
     "InvalidResponseError",

@@ -61,9 +61,14 @@ def _query_differences(recorded: str, actual: str) -> list[str]:
 
 
 def _body_value(body: dict[str, Any] | None) -> Any:
+    """JSON bodies compare as values (a text ``{}`` equals a JSON ``{}``), others as bytes."""
     if body and "json" in body:
         return body["json"]
-    return body_bytes(body)
+    raw = body_bytes(body)
+    try:
+        return json.loads(raw) if raw.strip() else raw
+    except ValueError:
+        return raw
 
 
 def _body_differences(recorded: dict[str, Any] | None, actual: dict[str, Any] | None) -> list[str]:

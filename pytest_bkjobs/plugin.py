@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ import pytest
 if TYPE_CHECKING:
     from ._cassette_session import CassetteRouter, CassetteSession
     from ._client import AsyncJobsClient, JobsClient
+    from .ci import BuildContext
+    from .fake import FakeBuildkite
 
 MODES = ("none", "once", "new_episodes", "all")  # pytest_bkjobs._cassette.MODES, kept import-free
 _MODE_HELP = {
@@ -511,7 +512,7 @@ def _bk_cassette_marker(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def bk_fake() -> Any:
+def bk_fake() -> FakeBuildkite:
     """A fresh ``FakeBuildkite`` for this test; ``bk_fake.client()`` gives a client wired to it."""
     from .fake import FakeBuildkite
 
@@ -519,14 +520,16 @@ def bk_fake() -> Any:
 
 
 @pytest.fixture
-def bk_build_context(request: pytest.FixtureRequest) -> Any:
-    """A ``BuildContext``: from ``bk_fake``'s sample build when the test uses it, else the env."""
+def bk_build_context(request: pytest.FixtureRequest) -> BuildContext:
+    """A ``BuildContext``: of ``bk_fake``'s sample build when the test uses ``bk_fake``
+    (seeded on demand), else of the ``BUILDKITE_*`` environment.
+    """
     from .ci import BuildContext
 
     if "bk_fake" in request.fixturenames:
-        fake = request.getfixturevalue("bk_fake")
-        return fake.build_context()
-    return BuildContext.from_env(os.environ)
+        fake: FakeBuildkite = request.getfixturevalue("bk_fake")
+        return BuildContext.from_env(fake.sample_build().env)
+    return BuildContext.from_env()
 
 
 # -- reporting ----------------------------------------------------------------------------------
