@@ -1,0 +1,776 @@
+"""The ``bkjobs`` command: Buildkite jobs from a terminal or from inside a step.
+
+Inside a step the ``BUILDKITE_*`` variables give the organisation, pipeline, build and current
+job; ``--org/--pipeline/--build/--job`` override them. The API token comes from
+``BUILDKITE_API_TOKEN`` (environment or ``.env``) and is never printed.
+
+Exit statuses: 0 success; 1 an error (one line on stderr: what went wrong; what to do), or for
+``retry-failed`` a retry that failed or aborted; 2 a usage error; 3 ``retry-failed --wait``
+whose retried jobs did not all pass. See ``RetryReport.exit_code``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    BuildkiteError,
+    ConfigurationError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+)
+from ._models import FILTER_STATES
+
+if TYPE_CHECKING:
+    from ._client import JobsClient
+    from ._models import Job
+    from ._retry_model import RetryReport
+    from .ci import BuildContext
+
+PROG = "bkjobs"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+#: The token scope each command needs, named in 403 messages that do not say it.
+SCOPES = {
+    "list": "read_builds",
+    "get": "read_builds",
+    "env": "read_job_env",
+    "log": "read_build_logs",
+    "retry": "write_builds",
+    "retry-failed": "write_builds (and read_builds)",
+    "unblock": "write_builds",
+    "reprioritize": "write_builds",
+    "delete-log": "write_build_logs",
+}
+
+
+class UsageError(Exception):
+    """A command line that parses but makes no sense (exit status 2)."""
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Options every command accepts, before or after its name."""
+    # Subcommands default to SUPPRESS so a value given before the command name is not reset.
+    default: Any = None if top else argparse.SUPPRESS
+    flag: Any = False if top else argparse.SUPPRESS
+    group = parser.add_argument_group("where (default: the BUILDKITE_* variables of the step)")
+    group.add_argument("--org", default=default, help="organisation slug")
+    group.add_argument("--pipeline", default=default, help="pipeline slug")
+    group.add_argument("--build", type=_build_number, default=default, help="build number")
+    group.add_argument("--job", default=default, help="the current job's id (BUILDKITE_JOB_ID)")
+    group.add_argument(
+        "--api-url", default=default, help="API base URL (default: BUILDKITE_API_URL or Buildkite)"
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", default=flag, help="print JSON")
+    out.add_argument(
+        "--debug", action="store_true", default=flag, help="show tracebacks and request logs"
+    )
+
+
+def _build_number(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a build number (a positive integer such as 42), got {text!r}"
+        )
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bkjobs`` argument parser."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Buildkite jobs from the command line or from inside a Buildkite step.",
+        epilog="Run 'bkjobs demo' to see retry-failed at work against a built-in fake"
+        " (no token, no network). 'bkjobs COMMAND --help' shows a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _common(sub, top=False)
+        return sub
+
+    sub = command("list", "list the jobs of a build")
+    sub.add_argument(
+        "--state", action="append", choices=FILTER_STATES, metavar="S", help="filter (repeatable)"
+    )
+    sub.add_argument(
+        "--include-retried", action="store_true", help="also list the earlier attempts of jobs"
+    )
+    for name, what in (("get", "show a job"), ("env", "print a job's environment")):
+        sub = command(name, f"{what} (default: the current job)")
+        sub.add_argument("job_id", nargs="?", metavar="JOB")
+        if name == "env":
+            sub.add_argument("--format", choices=("dotenv", "json"), default="dotenv")
+            sub.add_argument(
+                "--reveal", action="store_true", help="show secret values (redacted by default)"
+            )
+    sub = command("log", "print or save a job's log (default: the current job)")
+    sub.add_argument("job_id", nargs="?", metavar="JOB")
+    sub.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically)")
+    sub.add_argument("--format", choices=("text", "json", "html"), default="text")
+    sub.add_argument("--strip", action="store_true", help="remove timestamps and ANSI escapes")
+    sub.add_argument("--tail", type=_positive, metavar="BYTES", help="only the last BYTES bytes")
+    sub = command("retry", "retry one job (exactly once)")
+    sub.add_argument("job_id", metavar="JOB")
+    sub = command("retry-failed", "retry the failed jobs of the build, each exactly once")
+    sub.add_argument("--dry-run", action="store_true", help="show what would be retried")
+    sub.add_argument(
+        "--state",
+        action="append",
+        choices=FILTER_STATES,
+        metavar="S",
+        help="states to retry (repeatable; default: failed and timed_out)",
+    )
+    sub.add_argument(
+        "--step-key", action="append", metavar="GLOB", help="only these step keys (repeatable)"
+    )
+    sub.add_argument("--include-soft-failed", action="store_true")
+    sub.add_argument(
+        "--max-attempts", type=_positive, metavar="N", help="skip jobs retried N times"
+    )
+    sub.add_argument("--concurrency", type=_positive, default=4, metavar="N")
+    sub.add_argument("--wait", action="store_true", help="wait for the retried jobs to finish")
+    sub.add_argument("--timeout", type=_seconds, default=600.0, metavar="S", help="for --wait")
+    sub.add_argument("--poll-interval", type=_seconds, default=5.0, metavar="S")
+    sub.add_argument("--annotate", metavar="FILE", help="write the Markdown report to FILE")
+    sub.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE as a bkjobs plugin (bkjobs_select_job hook)",
+    )
+    sub = command("unblock", "unblock a block step (manual job)")
+    sub.add_argument("job_id", metavar="JOB")
+    sub.add_argument(
+        "--field", action="append", default=[], metavar="KEY=VALUE", help="repeat a KEY for lists"
+    )
+    sub.add_argument(
+        "--fields-json", metavar="JSON", help="fields as a JSON object ('-' reads stdin)"
+    )
+    sub.add_argument("--unblocker", metavar="USER_ID", help="unblock on behalf of this user")
+    sub = command("reprioritize", "change a job's priority")
+    sub.add_argument("job_id", metavar="JOB")
+    sub.add_argument("priority", type=_integer, metavar="N")
+    sub = command("delete-log", "delete a job's log")
+    sub.add_argument("job_id", metavar="JOB")
+    sub.add_argument("--yes", action="store_true", help="confirm the deletion")
+    sub = command("fake-server", "serve a fake Buildkite API on a loopback port")
+    sub.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    sub.add_argument("--host", default="127.0.0.1")
+    sub.add_argument("--sample", action="store_true", help="seed a realistic sample build")
+    command("demo", "retry-failed --wait against a built-in fake build (no token, no network)")
+    sub = command("cassette", "cassette tools")
+    tools = sub.add_subparsers(dest="cassette_command", metavar="TOOL", required=True)
+    convert = tools.add_parser("convert", help="convert a Ruby VCR cassette to ours")
+    convert.add_argument("src", metavar="SRC")
+    convert.add_argument("-o", "--output", metavar="DEST")
+    return parser
+
+
+# -- resolving where to act ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Where:
+    """The organisation, build and job a command acts on, and how they were found."""
+
+    org: str | None
+    pipeline: str | None
+    build: int | None
+    job_id: str | None
+    explicit_build: bool  # --pipeline and --build given on the command line
+
+
+def _where(args: argparse.Namespace, environ: dict[str, str]) -> Where:
+    def pick(option: str, var: str) -> str | None:
+        value = getattr(args, option, None)
+        return value if value is not None else (environ.get(var, "").strip() or None)
+
+    build: int | None = getattr(args, "build", None)
+    if build is None:
+        text = environ.get("BUILDKITE_BUILD_NUMBER", "").strip()
+        if text:
+            if not text.isdigit():
+                raise ConfigurationError(
+                    f"BUILDKITE_BUILD_NUMBER must be the build number, got {text!r}; pass --build"
+                )
+            build = int(text)
+    return Where(
+        org=pick("org", "BUILDKITE_ORGANIZATION_SLUG"),
+        pipeline=pick("pipeline", "BUILDKITE_PIPELINE_SLUG"),
+        build=build,
+        job_id=pick("job", "BUILDKITE_JOB_ID"),
+        explicit_build=getattr(args, "pipeline", None) is not None
+        and getattr(args, "build", None) is not None,
+    )
+
+
+def _need_build(where: Where) -> tuple[str, int]:
+    if where.pipeline and where.build is not None:
+        return where.pipeline, where.build
+    missing = []
+    if not where.pipeline:
+        missing.append(("BUILDKITE_PIPELINE_SLUG", "--pipeline SLUG"))
+    if where.build is None:
+        missing.append(("BUILDKITE_BUILD_NUMBER", "--build NUMBER"))
+    names = ", ".join(var for var, _ in missing)
+    raise ConfigurationError(
+        f"no build given: not inside a Buildkite step ({names}"
+        f" {'is' if len(missing) == 1 else 'are'} not set); pass"
+        f" {' '.join(opt for _, opt in missing)}"
+    )
+
+
+def _job_route(args: argparse.Namespace, where: Where) -> tuple[str, dict[str, Any]]:
+    """The job id to act on and the route: build-scoped when the build is known for it."""
+    given = getattr(args, "job_id", None)
+    if given:
+        if where.explicit_build:
+            return given, {"pipeline": where.pipeline, "build": where.build}
+        return given, {}  # a job of any build: the org-scoped route finds it
+    if not where.job_id:
+        raise ConfigurationError(
+            "no job given: not inside a Buildkite step (BUILDKITE_JOB_ID is not set);"
+            f" pass a job id: bkjobs {args.command} JOB"
+        )
+    if where.pipeline and where.build is not None:
+        return where.job_id, {"pipeline": where.pipeline, "build": where.build}
+    return where.job_id, {}
+
+
+def _client(args: argparse.Namespace, where: Where, state: _State) -> JobsClient:
+    from ._client import JobsClient
+    from ._config import ORG_VAR, URL_VAR, merged_environ, settings_from_env
+
+    values = merged_environ(None, ".env")
+    if where.org:
+        values[ORG_VAR] = where.org
+    if getattr(args, "api_url", None):
+        values[URL_VAR] = args.api_url
+    settings = settings_from_env(values, dotenv_path=None)
+    state.secrets.append(settings.token)
+    state.base_url = settings.base_url
+    return JobsClient(token=settings.token, org=settings.org, base_url=settings.base_url)
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """What the error handler needs to know about the run."""
+
+    command: str = ""
+    base_url: str = ""
+    secrets: list[str] = field(default_factory=list)  # scrubbed from anything printed
+
+
+def _print_json(value: Any, stream: IO[str] | None = None) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str), file=stream or sys.stdout)
+
+
+def _job_dict(job: Job) -> dict[str, Any]:
+    return dict(job.raw)
+
+
+def _job_line(job: Job) -> str:
+    exit_status = "" if job.exit_status is None else str(job.exit_status)
+    state = job.raw_state or (job.state.value if job.state else "-")
+    retried = f" (retried as {job.retried_in_job_id})" if job.retried else ""
+    return (
+        f"{job.id}  {state:<10} {exit_status:>4}  {job.type or '-':<7} "
+        f"{job.step_key or '-':<16} {job.display_name}{retried}"
+    )
+
+
+def _job_details(job: Job) -> str:
+    rows = [
+        ("id", job.id),
+        ("name", job.display_name),
+        ("type", job.type),
+        ("state", job.raw_state or (job.state.value if job.state else None)),
+        ("exit_status", job.exit_status),
+        ("soft_failed", job.soft_failed),
+        ("step_key", job.step_key),
+        ("retried", job.retried),
+        ("retried_in_job_id", job.retried_in_job_id),
+        ("retries_count", job.retries_count),
+        ("started_at", job.started_at),
+        ("finished_at", job.finished_at),
+        ("web_url", job.web_url),
+    ]
+    return "\n".join(f"{key + ':':<19}{value}" for key, value in rows if value is not None)
+
+
+def _progress(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def report_text(report: RetryReport) -> str:
+    """The human-readable report ``retry-failed`` prints."""
+    lines = [report.summary()]
+    for o in report.outcomes:
+        what = o.outcome.replace("_", " ")
+        detail = ""
+        if o.new_job_id:
+            detail = f" -> {o.new_job_id}" + (" (answer lost; read back)" if o.recovered else "")
+        if o.final_state:
+            timed_out = "" if o.finished else ", not finished: timed out waiting"
+            detail += f" [{o.final_state}{timed_out}]"
+        if o.reason:
+            detail += f": {o.reason}"
+        key = f" [{o.step_key}]" if o.step_key else ""
+        lines.append(f"  {what:<11} {o.name}{key} {o.job_id}{detail}")
+    return "\n".join(lines)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace, where: Where, state: _State) -> int:
+    pipeline, build = _need_build(where)
+    with _client(args, where, state) as client:
+        jobs = list(
+            client.iter_jobs(
+                pipeline,
+                build,
+                state=args.state,
+                include_retried_jobs=bool(args.include_retried),
+            )
+        )
+    if args.json:
+        _print_json([_job_dict(job) for job in jobs])
+    else:
+        for job in jobs:
+            print(_job_line(job))
+        print(f"{len(jobs)} job(s) in {pipeline} #{build}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace, where: Where, state: _State) -> int:
+    job_id, route = _job_route(args, where)
+    with _client(args, where, state) as client:
+        job = client.get_job(job_id, **route)
+    if args.json:
+        _print_json(_job_dict(job))
+    else:
+        print(_job_details(job))
+    return EXIT_OK
+
+
+def cmd_env(args: argparse.Namespace, where: Where, state: _State) -> int:
+    from ._env import REDACTED, format_env_text, redact_env
+
+    job_id, route = _job_route(args, where)
+    with _client(args, where, state) as client:
+        env = client.get_job_env(job_id, **route)
+    shown = env if args.reveal else redact_env(env)
+    if args.json or args.format == "json":
+        _print_json(shown)
+    else:
+        sys.stdout.write(format_env_text(shown))
+    hidden = sum(1 for key, value in shown.items() if value == REDACTED and env[key] != REDACTED)
+    if hidden:
+        print(f"{PROG}: {hidden} secret value(s) redacted; --reveal shows them", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace, where: Where, state: _State) -> int:
+    from ._files import check_destination, write_atomic
+    from ._logs import strip_log
+
+    job_id, route = _job_route(args, where)
+    fmt = "json" if args.json and not args.output else args.format
+    if args.output:
+        check_destination(args.output)
+    with _client(args, where, state) as client:
+        if fmt == "text" and not args.strip and args.tail is None:
+            if args.output:
+                size = client.download_job_log(job_id, args.output, **route)
+                return _wrote(args, size)
+            with client.stream_job_log(job_id, **route) as chunks:
+                out = sys.stdout.buffer
+                for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+            return EXIT_OK
+        if fmt == "json":
+            log = client.get_job_log(job_id, **route)
+            text = json.dumps(
+                {
+                    "url": log.url,
+                    "content": strip_log(log.content) if args.strip else log.content,
+                    "size": log.size,
+                    "header_times": list(log.header_times),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+            text += "\n"
+        elif fmt == "html":
+            text = client.get_job_log_html(job_id, **route)
+        else:
+            text = client.get_job_log_text(job_id, tail=args.tail, **route)
+            if args.strip:
+                text = strip_log(text)
+    if args.output:
+        data = text.encode("utf-8")
+        write_atomic(args.output, data)
+        return _wrote(args, len(data))
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _wrote(args: argparse.Namespace, size: int) -> int:
+    if args.json:
+        _print_json({"path": args.output, "bytes": size})
+    else:
+        print(f"{PROG}: wrote {size} bytes to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, where: Where, state: _State) -> int:
+    job_id, route = _job_route(args, where)
+    with _client(args, where, state) as client:
+        try:
+            new = client.retry_job(job_id, **route)
+        except (APIConnectionError, ServerError) as exc:
+            # The PUT may have been executed: look instead of sending it again.
+            old = client.get_job(job_id, **route)
+            if not old.retried_in_job_id:
+                raise BuildkiteError(
+                    f"the retry's outcome is unknown ({exc}) and job {job_id} does not show as"
+                    " retried; it was not sent again: check the build before retrying"
+                ) from exc
+            new = client.get_job(old.retried_in_job_id, **route)
+            _progress(f"the answer was lost, but job {job_id} was retried (read back)")
+    if args.json:
+        _print_json(_job_dict(new))
+    else:
+        state_text = new.raw_state or "-"
+        print(f"retried {job_id}: new job {new.id} ({state_text})")
+    return EXIT_OK
+
+
+def cmd_retry_failed(args: argparse.Namespace, where: Where, state: _State) -> int:
+    from ._toolkit import load_select_hook
+    from .ci import BuildContext
+
+    pipeline, build = _need_build(where)
+    hook = load_select_hook(args.plugin)
+    with _client(args, where, state) as client:
+        ctx = BuildContext(org=client.org, pipeline=pipeline, build=build, job_id=where.job_id)
+        return run_retry_failed(client, ctx, args, hook=hook)
+
+
+def run_retry_failed(
+    client: JobsClient,
+    ctx: BuildContext,
+    args: argparse.Namespace,
+    *,
+    hook: Callable[[Job, BuildContext], bool | None] | None = None,
+) -> int:
+    """``retry-failed``'s run, report and exit status (``bkjobs demo`` runs it too)."""
+    from ._files import check_destination, write_atomic
+    from ._retry_model import RetryAbortedError
+    from .ci import retry_failed_siblings
+
+    if args.annotate:
+        check_destination(args.annotate)
+    aborted: RetryAbortedError | None = None
+    try:
+        report = retry_failed_siblings(
+            client,
+            ctx,
+            states=args.state or ("failed", "timed_out"),
+            include_soft_failed=args.include_soft_failed,
+            step_keys=args.step_key,
+            max_attempts=args.max_attempts,
+            dry_run=args.dry_run,
+            concurrency=args.concurrency,
+            wait=args.wait,
+            wait_timeout=args.timeout,
+            poll_interval=args.poll_interval,
+            hook=hook,
+            progress=_progress,
+        )
+    except RetryAbortedError as exc:
+        aborted, report = exc, exc.report
+    if args.annotate:
+        write_atomic(args.annotate, report.to_markdown().encode("utf-8"))
+        _progress(f"wrote the Markdown report to {args.annotate} (buildkite-agent annotate)")
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report_text(report))
+    if aborted is not None:
+        _error(f"{aborted.message}; the build was canceled, so rebuild it instead of retrying")
+    return report.exit_code
+
+
+def cmd_unblock(args: argparse.Namespace, where: Where, state: _State) -> int:
+    fields = _unblock_fields(args)
+    job_id, route = _job_route(args, where)
+    with _client(args, where, state) as client:
+        job = client.unblock_job(job_id, fields=fields, unblocker=args.unblocker, **route)
+    if args.json:
+        _print_json(_job_dict(job))
+    else:
+        print(f"unblocked {job.id} ({job.display_name}): {job.raw_state or '-'}")
+    return EXIT_OK
+
+
+def _unblock_fields(args: argparse.Namespace) -> dict[str, Any] | None:
+    fields: dict[str, Any] = {}
+    if args.fields_json is not None:
+        text = sys.stdin.read() if args.fields_json == "-" else args.fields_json
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"--fields-json is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v))
+            for v in data.values()
+        ):
+            raise UsageError(
+                "--fields-json must be a JSON object of strings or lists of strings,"
+                ' such as {"release": "v1.2", "regions": ["eu", "us"]}'
+            )
+        fields.update(data)
+    for item in args.field:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--field takes KEY=VALUE, got {item!r}")
+        if key in fields:  # a repeated key is a multi-select field
+            previous = fields[key]
+            fields[key] = [*(previous if isinstance(previous, list) else [previous]), value]
+        else:
+            fields[key] = value
+    return fields or None
+
+
+def cmd_reprioritize(args: argparse.Namespace, where: Where, state: _State) -> int:
+    job_id, route = _job_route(args, where)
+    with _client(args, where, state) as client:
+        job = client.reprioritize_job(job_id, args.priority, **route)
+    if args.json:
+        _print_json(_job_dict(job))
+    else:
+        print(f"job {job.id} now has priority {job.priority if job.priority is not None else '-'}")
+    return EXIT_OK
+
+
+def cmd_delete_log(args: argparse.Namespace, where: Where, state: _State) -> int:
+    if not args.yes:
+        raise UsageError(
+            f"refusing to delete the log of {args.job_id} without --yes (this cannot be undone)"
+        )
+    job_id, route = _job_route(args, where)
+    with _client(args, where, state) as client:
+        client.delete_job_log(job_id, **route)
+    if args.json:
+        _print_json({"deleted": job_id})
+    else:
+        print(f"deleted the log of {job_id}")
+    return EXIT_OK
+
+
+def cmd_fake_server(args: argparse.Namespace, where: Where, state: _State) -> int:
+    from .fake import run_fake_server
+
+    def emit(line: str) -> None:
+        if args.json:
+            _print_json({"message": line})
+        else:
+            print(line, flush=True)
+
+    return run_fake_server(port=args.port, host=args.host, sample=args.sample, print_fn=emit)
+
+
+def cmd_demo(args: argparse.Namespace, where: Where, state: _State) -> int:
+    from ._demo import run_demo
+
+    return run_demo(json_output=args.json)
+
+
+def cmd_cassette(args: argparse.Namespace, where: Where, state: _State) -> int:
+    try:
+        from ._vcr_convert import convert_file
+    except ImportError:
+        raise ConfigurationError(
+            "cassette conversion is not available in this version of pytest-bkjobs"
+            " (pytest_bkjobs._vcr_convert is missing); upgrade pytest-bkjobs"
+        ) from None
+    dest = convert_file(args.src, args.output)
+    if args.json:
+        _print_json({"source": args.src, "destination": str(dest)})
+    else:
+        print(f"converted {args.src} -> {dest}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Where, _State], int]] = {
+    "list": cmd_list,
+    "get": cmd_get,
+    "env": cmd_env,
+    "log": cmd_log,
+    "retry": cmd_retry,
+    "retry-failed": cmd_retry_failed,
+    "unblock": cmd_unblock,
+    "reprioritize": cmd_reprioritize,
+    "delete-log": cmd_delete_log,
+    "fake-server": cmd_fake_server,
+    "demo": cmd_demo,
+    "cassette": cmd_cassette,
+}
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def describe_error(exc: BaseException, state: _State) -> str:
+    """One line: what went wrong; what to do."""
+    if isinstance(exc, AuthenticationError):
+        text = (
+            f"Buildkite rejected the API token (401: {exc.message}); set BUILDKITE_API_TOKEN to"
+            " a valid REST API access token (BUILDKITE_AGENT_ACCESS_TOKEN is not one)"
+        )
+    elif isinstance(exc, PermissionDeniedError):
+        scope = exc.required_scope or SCOPES.get(state.command, "the needed")
+        text = (
+            f"the API token may not do this (403: {exc.message}); give the token the {scope}"
+            " scope (Buildkite > Personal Settings > API Access Tokens) or use one that has it"
+        )
+    elif isinstance(exc, NotFoundError):
+        text = (
+            f"not found (404: {exc.message}; {exc.method} {exc.url}); check the job id and"
+            " --org/--pipeline/--build, and that the token can see this organisation"
+        )
+    elif isinstance(exc, RateLimitError):
+        reset = f" in {exc.reset_after:g}s" if exc.reset_after is not None else " soon"
+        text = (
+            f"Buildkite rate limit reached (429, scope {exc.scope or 'unknown'}: {exc.message})"
+            f" and still limited after waiting; it resets{reset}: run again then, or lower"
+            " --concurrency"
+        )
+    elif isinstance(exc, ServerError):
+        text = (
+            f"Buildkite failed ({exc.status_code}: {exc.message}; {exc.method} {exc.url});"
+            " try again later"
+        )
+    elif isinstance(exc, APIStatusError):
+        text = f"Buildkite answered {exc.status_code}: {exc.message} ({exc.method} {exc.url})"
+    elif isinstance(exc, APIConnectionError):
+        where = state.base_url or "the API"
+        text = f"{exc.message}; check the network and --api-url/BUILDKITE_API_URL ({where})"
+    elif isinstance(exc, InvalidResponseError):
+        text = f"{exc}; is --api-url pointing at the Buildkite REST API?"
+    elif isinstance(exc, BuildkiteError | UsageError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        text = f"{exc.strerror or exc} ({exc.filename or ''}); check the path and permissions"
+    else:
+        text = (
+            f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for a traceback"
+            " and report it"
+        )
+    return " ".join(text.split())
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _error(message: str, secrets: Sequence[str] = ()) -> None:
+    print(f"{PROG}: error: {_scrub(message, secrets)}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bkjobs`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    state = _State(command=args.command)
+    if args.debug:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("bkjobs debug: %(message)s"))
+        logger = logging.getLogger("pytest_bkjobs")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    try:
+        where = _where(args, dict(os.environ))
+        return COMMANDS[args.command](args, where, state)
+    except UsageError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error("interrupted; a retry already sent is not undone: check the build")
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (``bkjobs log | head``): not an error worth a message
+        sys.stderr.close()
+        return EXIT_ERROR
+    except Exception as exc:
+        if args.debug:
+            sys.stderr.write(_scrub(traceback.format_exc(), state.secrets))
+        _error(describe_error(exc, state), state.secrets)
+        return EXIT_ERROR
