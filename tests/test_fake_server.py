@@ -1,0 +1,244 @@
+"""The loopback front door: HTTP/1.1 details, streaming, faults, clean start and stop."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pytest_bkjobs import APIConnectionError, JobsClient, ServerError
+from pytest_bkjobs.fake import FakeBuildkite, SampleBuild, SyntheticLog, run_fake_server
+
+TOKEN = "fake-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _fake_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("bkjobs-fake")]
+
+
+@pytest.fixture
+def fake() -> FakeBuildkite:
+    return FakeBuildkite()
+
+
+@pytest.fixture
+def sample(fake: FakeBuildkite) -> SampleBuild:
+    return fake.sample_build()
+
+
+@pytest.fixture
+def server(fake: FakeBuildkite) -> Iterator[str]:
+    with fake.serve() as url:
+        yield url
+
+
+def _connection(url: str) -> http.client.HTTPConnection:
+    parsed = httpx.URL(url)
+    assert parsed.port is not None
+    return http.client.HTTPConnection(parsed.host, parsed.port, timeout=5)
+
+
+def test_serve_yields_a_v2_base_url_and_stops_without_leaks(fake: FakeBuildkite) -> None:
+    sample = fake.sample_build()
+    before = _fake_threads()
+    with fake.serve() as url:
+        host_port = url.removeprefix("http://").removesuffix("/v2")
+        host, port = host_port.rsplit(":", 1)
+        assert host == "127.0.0.1"
+        assert url.endswith("/v2")
+        idle = _connection(url)  # an idle keep-alive connection must not keep the server up
+        idle.request("GET", f"/v2/organizations/acme/jobs/{sample.current_job_id}", headers=AUTH)
+        assert idle.getresponse().read()
+        assert len(_fake_threads()) > len(before)
+        started = time.monotonic()
+    assert time.monotonic() - started < 3
+    assert _fake_threads() == before
+    # The port is free again and nothing answers on it.
+    with socket.socket() as probe:
+        assert probe.connect_ex((host, int(port))) != 0
+    with socket.socket() as again:
+        # No listening socket is left (only TIME_WAIT remnants, which SO_REUSEADDR allows).
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind((host, int(port)))
+    idle.close()
+
+
+def test_two_servers_share_one_backend(fake: FakeBuildkite, sample: SampleBuild) -> None:
+    with fake.serve() as first, fake.serve() as second:
+        assert first != second
+        with JobsClient(token=TOKEN, org="acme", base_url=first) as one:
+            new = one.retry_job(sample.job_ids["failed"])
+        with JobsClient(token=TOKEN, org="acme", base_url=second) as two:
+            assert two.get_job(sample.job_ids["failed"]).retried_in_job_id == new.id
+    assert fake.retry_calls(sample.job_ids["failed"]) == 1
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(
+    server: str, sample: SampleBuild
+) -> None:
+    conn = _connection(server)
+    conn.request("GET", f"/v2/organizations/acme/jobs/{sample.current_job_id}", headers=AUTH)
+    first = conn.getresponse()
+    assert first.status == 200
+    assert json.loads(first.read())["id"] == sample.current_job_id
+    sock = conn.sock
+    body = json.dumps({"priority": 4})
+    conn.request(
+        "PUT",
+        f"/v2/organizations/acme/jobs/{sample.job_ids['failed']}/reprioritize",
+        body=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    second = conn.getresponse()
+    assert second.status == 200
+    assert json.loads(second.read())["priority"] == {"number": 4}
+    conn.request("GET", "/v2/organizations/acme/jobs/missing", headers=AUTH)
+    third = conn.getresponse()
+    assert third.status == 404
+    assert json.loads(third.read()) == {"message": "No job found"}
+    assert conn.sock is sock  # the same socket all along
+    conn.close()
+
+
+def test_head_gives_content_length_and_no_body(
+    fake: FakeBuildkite, server: str, sample: SampleBuild
+) -> None:
+    conn = _connection(server)
+    path = f"/v2/organizations/acme/jobs/{sample.job_ids['failed']}/log"
+    conn.request("HEAD", path, headers={**AUTH, "Accept": "text/plain"})
+    head = conn.getresponse()
+    assert head.status == 200
+    assert int(head.headers["Content-Length"]) == len(fake.log(sample.job_ids["failed"]))
+    assert head.read() == b""
+    conn.request("GET", path, headers={**AUTH, "Accept": "text/plain", "Range": "bytes=0-9"})
+    ranged = conn.getresponse()
+    assert ranged.status == 206
+    assert ranged.read() == fake.log(sample.job_ids["failed"])[:10]
+    conn.close()
+
+
+def test_big_json_and_html_logs_are_chunked(fake: FakeBuildkite, server: str) -> None:
+    number = fake.add_build("p")
+    line = 'a "quoted" ↳ line\r\n'
+    size = len(line.encode()) * 150_000  # whole lines: no multi-byte character cut in two
+    job_id = fake.add_job("p", number, log=SyntheticLog(size, line=line))
+    conn = _connection(server)
+    conn.request("GET", f"/v2/organizations/acme/jobs/{job_id}/log", headers=AUTH)
+    answer = conn.getresponse()
+    assert answer.headers["Transfer-Encoding"] == "chunked"
+    assert answer.headers.get("Content-Length") is None
+    data = json.loads(answer.read())
+    assert data["size"] == size
+    assert len(data["content"].encode("utf-8")) == size
+    assert data["content"].startswith('a "quoted" ↳ line\r\n')
+    conn.request("GET", f"/v2/organizations/acme/jobs/{job_id}/log.html", headers=AUTH)
+    html = conn.getresponse()
+    assert html.headers["Transfer-Encoding"] == "chunked"
+    text = html.read().decode()
+    assert text.count('<div class="line">a &quot;quoted&quot; ↳ line</div>') > 100_000
+    conn.close()
+
+
+def test_a_large_log_streams_through_with_bounded_memory(
+    fake: FakeBuildkite, server: str, tmp_path: Path
+) -> None:
+    size = 50 * 1024 * 1024
+    number = fake.add_build("p")
+    job_id = fake.add_job("p", number, log=SyntheticLog(size))
+    dest = tmp_path / "big.log"
+    with JobsClient(token=TOKEN, org="acme", base_url=server) as client:
+        assert client.get_job_log_size(job_id) == size
+        tracemalloc.start()
+        try:
+            written = client.download_job_log(job_id, dest)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert written == size
+    assert dest.stat().st_size == size
+    assert peak < 8 * 1024 * 1024  # server and client together, for a 50 MB log
+
+
+def test_a_1_gib_log_costs_nothing_until_read() -> None:
+    fake = FakeBuildkite()
+    number = fake.add_build("p")
+    job_id = fake.add_job("p", number, log=SyntheticLog(1024**3))
+    client = fake.client()
+    assert client.get_job_log_size(job_id) == 1024**3
+    assert len(client.get_job_log_text(job_id, tail=100)) == 100
+
+
+def test_faults_over_the_wire(fake: FakeBuildkite, server: str, sample: SampleBuild) -> None:
+    sleeps: list[float] = []
+    with JobsClient(token=TOKEN, org="acme", base_url=server, sleep=sleeps.append) as client:
+        fake.inject_fault("drop", method="GET")
+        assert client.get_job(sample.current_job_id).id == sample.current_job_id
+        assert len(sleeps) == 1
+        fake.inject_fault("error", status=502, method="PUT")
+        with pytest.raises(ServerError, match="502 Bad Gateway"):
+            client.retry_job(sample.job_ids["failed"])
+        assert fake.retry_calls(sample.job_ids["failed"]) == 0
+        fake.inject_fault("lost", method="PUT")
+        with pytest.raises(APIConnectionError, match="may have been executed"):
+            client.retry_job(sample.job_ids["failed"])
+        assert fake.retry_calls(sample.job_ids["failed"]) == 1
+        assert fake.job(sample.job_ids["failed"])["retried"] is True
+    outcomes = [(r.method, r.status, r.outcome) for r in fake.requests]
+    assert outcomes == [
+        ("GET", None, "dropped"),
+        ("GET", 200, "answered"),
+        ("PUT", 502, "answered"),
+        ("PUT", None, "lost"),
+    ]
+
+
+def test_control_routes_reset_the_fake(fake: FakeBuildkite, server: str) -> None:
+    fake.sample_build()
+    fake.set_rate_limits(user=1)
+    health = httpx.get(server.removesuffix("/v2") + "/__fake__/health")
+    assert health.json() == {"ok": True, "org": "acme"}
+    reset = httpx.post(server.removesuffix("/v2") + "/__fake__/reset")
+    assert reset.status_code == 200
+    with pytest.raises(LookupError):
+        fake.job_ids("sample-app", 1)
+    sample = fake.sample_build()
+    with JobsClient(token=TOKEN, org="acme", base_url=server) as client:
+        for _ in range(3):  # the rate limit was reset too
+            assert client.get_job(sample.current_job_id).step_key == "bkjobs"
+
+
+def test_run_fake_server_prints_settings_and_stops() -> None:
+    lines: list[str] = []
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=run_fake_server,
+        kwargs={"sample": True, "print_fn": lines.append, "stop": stop, "token": "tok-1"},
+    )
+    before = _fake_threads()
+    runner.start()
+    deadline = time.monotonic() + 5
+    while not any("Ctrl-C" in line for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    settings = dict(
+        line.strip().split("=", 1) for line in lines if line.strip().startswith("BUILDKITE_")
+    )
+    assert settings["BUILDKITE_API_TOKEN"] == "tok-1"
+    assert settings["BUILDKITE_ORGANIZATION_SLUG"] == "acme"
+    assert settings["BUILDKITE_API_URL"].startswith("http://127.0.0.1:")
+    with JobsClient.from_env(settings, dotenv_path=None) as client:
+        job = client.get_job(settings["BUILDKITE_JOB_ID"])
+        assert job.step_key == "bkjobs"
+        assert settings["BUILDKITE_BUILD_NUMBER"] == "1"
+    stop.set()
+    runner.join(5)
+    assert not runner.is_alive()
+    assert _fake_threads() == before
