@@ -19,8 +19,10 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
+from ._cli_output import job_details, job_dict, job_line, print_json, progress, report_text
+from ._cli_parser import PROG, build_parser
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -33,15 +35,12 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
-from ._models import FILTER_STATES
 
 if TYPE_CHECKING:
     from ._client import JobsClient
     from ._models import Job
-    from ._retry_model import RetryReport
     from .ci import BuildContext
 
-PROG = "bkjobs"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 #: The token scope each command needs, named in 403 messages that do not say it.
@@ -60,162 +59,6 @@ SCOPES = {
 
 class UsageError(Exception):
     """A command line that parses but makes no sense (exit status 2)."""
-
-
-# -- parser -------------------------------------------------------------------------------------
-
-
-def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """Options every command accepts, before or after its name."""
-    # Subcommands default to SUPPRESS so a value given before the command name is not reset.
-    default: Any = None if top else argparse.SUPPRESS
-    flag: Any = False if top else argparse.SUPPRESS
-    group = parser.add_argument_group("where (default: the BUILDKITE_* variables of the step)")
-    group.add_argument("--org", default=default, help="organisation slug")
-    group.add_argument("--pipeline", default=default, help="pipeline slug")
-    group.add_argument("--build", type=_build_number, default=default, help="build number")
-    group.add_argument("--job", default=default, help="the current job's id (BUILDKITE_JOB_ID)")
-    group.add_argument(
-        "--api-url", default=default, help="API base URL (default: BUILDKITE_API_URL or Buildkite)"
-    )
-    out = parser.add_argument_group("output")
-    out.add_argument("--json", action="store_true", default=flag, help="print JSON")
-    out.add_argument(
-        "--debug", action="store_true", default=flag, help="show tracebacks and request logs"
-    )
-
-
-def _build_number(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be a build number (a positive integer such as 42), got {text!r}"
-        )
-    return int(text)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``bkjobs`` argument parser."""
-    from . import __version__
-
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Buildkite jobs from the command line or from inside a Buildkite step.",
-        epilog="Run 'bkjobs demo' to see retry-failed at work against a built-in fake"
-        " (no token, no network). 'bkjobs COMMAND --help' shows a command's options.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    _common(parser, top=True)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        _common(sub, top=False)
-        return sub
-
-    sub = command("list", "list the jobs of a build")
-    sub.add_argument(
-        "--state", action="append", choices=FILTER_STATES, metavar="S", help="filter (repeatable)"
-    )
-    sub.add_argument(
-        "--include-retried", action="store_true", help="also list the earlier attempts of jobs"
-    )
-    for name, what in (("get", "show a job"), ("env", "print a job's environment")):
-        sub = command(name, f"{what} (default: the current job)")
-        sub.add_argument("job_id", nargs="?", metavar="JOB")
-        if name == "env":
-            sub.add_argument("--format", choices=("dotenv", "json"), default="dotenv")
-            sub.add_argument(
-                "--reveal", action="store_true", help="show secret values (redacted by default)"
-            )
-    sub = command("log", "print or save a job's log (default: the current job)")
-    sub.add_argument("job_id", nargs="?", metavar="JOB")
-    sub.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically)")
-    sub.add_argument("--format", choices=("text", "json", "html"), default="text")
-    sub.add_argument("--strip", action="store_true", help="remove timestamps and ANSI escapes")
-    sub.add_argument("--tail", type=_positive, metavar="BYTES", help="only the last BYTES bytes")
-    sub = command("retry", "retry one job (exactly once)")
-    sub.add_argument("job_id", metavar="JOB")
-    sub = command("retry-failed", "retry the failed jobs of the build, each exactly once")
-    sub.add_argument("--dry-run", action="store_true", help="show what would be retried")
-    sub.add_argument(
-        "--state",
-        action="append",
-        choices=FILTER_STATES,
-        metavar="S",
-        help="states to retry (repeatable; default: failed and timed_out)",
-    )
-    sub.add_argument(
-        "--step-key", action="append", metavar="GLOB", help="only these step keys (repeatable)"
-    )
-    sub.add_argument("--include-soft-failed", action="store_true")
-    sub.add_argument(
-        "--max-attempts", type=_positive, metavar="N", help="skip jobs retried N times"
-    )
-    sub.add_argument("--concurrency", type=_positive, default=4, metavar="N")
-    sub.add_argument("--wait", action="store_true", help="wait for the retried jobs to finish")
-    sub.add_argument("--timeout", type=_seconds, default=600.0, metavar="S", help="for --wait")
-    sub.add_argument("--poll-interval", type=_seconds, default=5.0, metavar="S")
-    sub.add_argument("--annotate", metavar="FILE", help="write the Markdown report to FILE")
-    sub.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE as a bkjobs plugin (bkjobs_select_job hook)",
-    )
-    sub = command("unblock", "unblock a block step (manual job)")
-    sub.add_argument("job_id", metavar="JOB")
-    sub.add_argument(
-        "--field", action="append", default=[], metavar="KEY=VALUE", help="repeat a KEY for lists"
-    )
-    sub.add_argument(
-        "--fields-json", metavar="JSON", help="fields as a JSON object ('-' reads stdin)"
-    )
-    sub.add_argument("--unblocker", metavar="USER_ID", help="unblock on behalf of this user")
-    sub = command("reprioritize", "change a job's priority")
-    sub.add_argument("job_id", metavar="JOB")
-    sub.add_argument("priority", type=_integer, metavar="N")
-    sub = command("delete-log", "delete a job's log")
-    sub.add_argument("job_id", metavar="JOB")
-    sub.add_argument("--yes", action="store_true", help="confirm the deletion")
-    sub = command("fake-server", "serve a fake Buildkite API on a loopback port")
-    sub.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    sub.add_argument("--host", default="127.0.0.1")
-    sub.add_argument("--sample", action="store_true", help="seed a realistic sample build")
-    command("demo", "retry-failed --wait against a built-in fake build (no token, no network)")
-    sub = command("cassette", "cassette tools")
-    tools = sub.add_subparsers(dest="cassette_command", metavar="TOOL", required=True)
-    convert = tools.add_parser("convert", help="convert a Ruby VCR cassette to ours")
-    convert.add_argument("src", metavar="SRC")
-    convert.add_argument("-o", "--output", metavar="DEST")
-    return parser
 
 
 # -- resolving where to act ---------------------------------------------------------------------
@@ -298,13 +141,15 @@ def _client(args: argparse.Namespace, where: Where, state: _State) -> JobsClient
         values[ORG_VAR] = where.org
     if getattr(args, "api_url", None):
         values[URL_VAR] = args.api_url
+    if not values.get(ORG_VAR, "").strip():
+        raise ConfigurationError(
+            f"no organisation given: {ORG_VAR} is not set (not inside a Buildkite step, nor in"
+            " .env); pass --org SLUG (the part after buildkite.com/ in your organisation's URL)"
+        )
     settings = settings_from_env(values, dotenv_path=None)
     state.secrets.append(settings.token)
     state.base_url = settings.base_url
     return JobsClient(token=settings.token, org=settings.org, base_url=settings.base_url)
-
-
-# -- output -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -314,65 +159,6 @@ class _State:
     command: str = ""
     base_url: str = ""
     secrets: list[str] = field(default_factory=list)  # scrubbed from anything printed
-
-
-def _print_json(value: Any, stream: IO[str] | None = None) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False, default=str), file=stream or sys.stdout)
-
-
-def _job_dict(job: Job) -> dict[str, Any]:
-    return dict(job.raw)
-
-
-def _job_line(job: Job) -> str:
-    exit_status = "" if job.exit_status is None else str(job.exit_status)
-    state = job.raw_state or (job.state.value if job.state else "-")
-    retried = f" (retried as {job.retried_in_job_id})" if job.retried else ""
-    return (
-        f"{job.id}  {state:<10} {exit_status:>4}  {job.type or '-':<7} "
-        f"{job.step_key or '-':<16} {job.display_name}{retried}"
-    )
-
-
-def _job_details(job: Job) -> str:
-    rows = [
-        ("id", job.id),
-        ("name", job.display_name),
-        ("type", job.type),
-        ("state", job.raw_state or (job.state.value if job.state else None)),
-        ("exit_status", job.exit_status),
-        ("soft_failed", job.soft_failed),
-        ("step_key", job.step_key),
-        ("retried", job.retried),
-        ("retried_in_job_id", job.retried_in_job_id),
-        ("retries_count", job.retries_count),
-        ("started_at", job.started_at),
-        ("finished_at", job.finished_at),
-        ("web_url", job.web_url),
-    ]
-    return "\n".join(f"{key + ':':<19}{value}" for key, value in rows if value is not None)
-
-
-def _progress(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-
-
-def report_text(report: RetryReport) -> str:
-    """The human-readable report ``retry-failed`` prints."""
-    lines = [report.summary()]
-    for o in report.outcomes:
-        what = o.outcome.replace("_", " ")
-        detail = ""
-        if o.new_job_id:
-            detail = f" -> {o.new_job_id}" + (" (answer lost; read back)" if o.recovered else "")
-        if o.final_state:
-            timed_out = "" if o.finished else ", not finished: timed out waiting"
-            detail += f" [{o.final_state}{timed_out}]"
-        if o.reason:
-            detail += f": {o.reason}"
-        key = f" [{o.step_key}]" if o.step_key else ""
-        lines.append(f"  {what:<11} {o.name}{key} {o.job_id}{detail}")
-    return "\n".join(lines)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -390,10 +176,10 @@ def cmd_list(args: argparse.Namespace, where: Where, state: _State) -> int:
             )
         )
     if args.json:
-        _print_json([_job_dict(job) for job in jobs])
+        print_json([job_dict(job) for job in jobs])
     else:
         for job in jobs:
-            print(_job_line(job))
+            print(job_line(job))
         print(f"{len(jobs)} job(s) in {pipeline} #{build}", file=sys.stderr)
     return EXIT_OK
 
@@ -403,9 +189,9 @@ def cmd_get(args: argparse.Namespace, where: Where, state: _State) -> int:
     with _client(args, where, state) as client:
         job = client.get_job(job_id, **route)
     if args.json:
-        _print_json(_job_dict(job))
+        print_json(job_dict(job))
     else:
-        print(_job_details(job))
+        print(job_details(job))
     return EXIT_OK
 
 
@@ -417,7 +203,7 @@ def cmd_env(args: argparse.Namespace, where: Where, state: _State) -> int:
         env = client.get_job_env(job_id, **route)
     shown = env if args.reveal else redact_env(env)
     if args.json or args.format == "json":
-        _print_json(shown)
+        print_json(shown)
     else:
         sys.stdout.write(format_env_text(shown))
     hidden = sum(1 for key, value in shown.items() if value == REDACTED and env[key] != REDACTED)
@@ -474,7 +260,7 @@ def cmd_log(args: argparse.Namespace, where: Where, state: _State) -> int:
 
 def _wrote(args: argparse.Namespace, size: int) -> int:
     if args.json:
-        _print_json({"path": args.output, "bytes": size})
+        print_json({"path": args.output, "bytes": size})
     else:
         print(f"{PROG}: wrote {size} bytes to {args.output}", file=sys.stderr)
     return EXIT_OK
@@ -494,9 +280,9 @@ def cmd_retry(args: argparse.Namespace, where: Where, state: _State) -> int:
                     " retried; it was not sent again: check the build before retrying"
                 ) from exc
             new = client.get_job(old.retried_in_job_id, **route)
-            _progress(f"the answer was lost, but job {job_id} was retried (read back)")
+            progress(f"the answer was lost, but job {job_id} was retried (read back)")
     if args.json:
-        _print_json(_job_dict(new))
+        print_json(job_dict(new))
     else:
         state_text = new.raw_state or "-"
         print(f"retried {job_id}: new job {new.id} ({state_text})")
@@ -543,15 +329,15 @@ def run_retry_failed(
             wait_timeout=args.timeout,
             poll_interval=args.poll_interval,
             hook=hook,
-            progress=_progress,
+            progress=progress,
         )
     except RetryAbortedError as exc:
         aborted, report = exc, exc.report
     if args.annotate:
         write_atomic(args.annotate, report.to_markdown().encode("utf-8"))
-        _progress(f"wrote the Markdown report to {args.annotate} (buildkite-agent annotate)")
+        progress(f"wrote the Markdown report to {args.annotate} (buildkite-agent annotate)")
     if args.json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         print(report_text(report))
     if aborted is not None:
@@ -565,7 +351,7 @@ def cmd_unblock(args: argparse.Namespace, where: Where, state: _State) -> int:
     with _client(args, where, state) as client:
         job = client.unblock_job(job_id, fields=fields, unblocker=args.unblocker, **route)
     if args.json:
-        _print_json(_job_dict(job))
+        print_json(job_dict(job))
     else:
         print(f"unblocked {job.id} ({job.display_name}): {job.raw_state or '-'}")
     return EXIT_OK
@@ -605,7 +391,7 @@ def cmd_reprioritize(args: argparse.Namespace, where: Where, state: _State) -> i
     with _client(args, where, state) as client:
         job = client.reprioritize_job(job_id, args.priority, **route)
     if args.json:
-        _print_json(_job_dict(job))
+        print_json(job_dict(job))
     else:
         print(f"job {job.id} now has priority {job.priority if job.priority is not None else '-'}")
     return EXIT_OK
@@ -620,7 +406,7 @@ def cmd_delete_log(args: argparse.Namespace, where: Where, state: _State) -> int
     with _client(args, where, state) as client:
         client.delete_job_log(job_id, **route)
     if args.json:
-        _print_json({"deleted": job_id})
+        print_json({"deleted": job_id})
     else:
         print(f"deleted the log of {job_id}")
     return EXIT_OK
@@ -631,7 +417,7 @@ def cmd_fake_server(args: argparse.Namespace, where: Where, state: _State) -> in
 
     def emit(line: str) -> None:
         if args.json:
-            _print_json({"message": line})
+            print_json({"message": line})
         else:
             print(line, flush=True)
 
@@ -654,7 +440,7 @@ def cmd_cassette(args: argparse.Namespace, where: Where, state: _State) -> int:
         ) from None
     dest = convert_file(args.src, args.output)
     if args.json:
-        _print_json({"source": args.src, "destination": str(dest)})
+        print_json({"source": args.src, "destination": str(dest)})
     else:
         print(f"converted {args.src} -> {dest}")
     return EXIT_OK
