@@ -9,7 +9,9 @@ the router win over the cassette.
 
 from __future__ import annotations
 
+import functools
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +104,13 @@ class CassetteSession:
         self.played = [False] * len(self.recorded)
         self.repeats = 0
         self.router: Any = None  # the CassetteRouter, set by whoever starts it
+        self._transport: httpx.HTTPTransport | None = None
+
+    def close(self) -> None:
+        """Close the connections opened to record."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
 
     @property
     def path(self) -> Path:
@@ -239,12 +248,13 @@ class CassetteSession:
         if response is not None:
             return response
         forward = self._forward_request(request)
-        with httpx.HTTPTransport() as transport:
-            answer = transport.handle_request(forward)
-            try:
-                answer.read()
-            finally:
-                answer.close()
+        if self._transport is None:
+            self._transport = httpx.HTTPTransport(verify=_ssl_context())
+        answer = self._transport.handle_request(forward)
+        try:
+            answer.read()
+        finally:
+            answer.close()
         return self._keep(request, forward, answer)
 
     async def ahandle(self, request: httpx.Request) -> httpx.Response:
@@ -254,7 +264,8 @@ class CassetteSession:
         if response is not None:
             return response
         forward = self._forward_request(request)
-        async with httpx.AsyncHTTPTransport() as transport:
+        # One transport per request: an async pool is bound to the loop that opened it.
+        async with httpx.AsyncHTTPTransport(verify=_ssl_context()) as transport:
             answer = await transport.handle_async_request(forward)
             try:
                 await answer.aread()
@@ -329,6 +340,12 @@ class CassetteSession:
         if self.org:
             data["org"] = self.org
         return data
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """Building one costs tens of milliseconds: share it between recording transports."""
+    return httpx.create_ssl_context()
 
 
 def _response_from(message: dict[str, Any], method: str) -> httpx.Response:

@@ -438,6 +438,7 @@ def bk_cassette(request: pytest.FixtureRequest) -> Iterator[CassetteSession]:
         yield session
     finally:
         router.stop(quiet=True)
+        session.close()
     _finish(request, session)
 
 
