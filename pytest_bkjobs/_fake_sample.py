@@ -85,10 +85,12 @@ def seed_sample(state: FakeState, pipeline: str) -> SampleBuild:
     number = state.add_build(
         pipeline,
         state="running",
-        message="Add retry helper to CI",
-        branch="main",
-        commit="a65572555600c07c7ee79a2bd909220e1ca5485b",
-        creator=state.user(None),
+        fields={
+            "message": "Add retry helper to CI",
+            "branch": "main",
+            "commit": "a65572555600c07c7ee79a2bd909220e1ca5485b",
+            "creator": state.user(None),
+        },
     )
     ids: dict[str, str] = {}
 

@@ -159,7 +159,11 @@ class FakeState:
     # -- builds ---------------------------------------------------------------------------------
 
     def add_build(
-        self, pipeline: str, number: int | None = None, state: str = "running", **fields: Any
+        self,
+        pipeline: str,
+        number: int | None = None,
+        state: str = "running",
+        fields: Mapping[str, Any] | None = None,
     ) -> int:
         if not isinstance(pipeline, str) or not pipeline:
             raise ValueError(f"pipeline must be a non-empty slug, got {pipeline!r}")
@@ -185,7 +189,7 @@ class FakeState:
             "started_at": now,
             "finished_at": None,
         }
-        data.update(fields)
+        data.update(fields or {})
         self.builds[(pipeline, number)] = BuildRecord(pipeline, number, data)
         return number
 
@@ -361,14 +365,14 @@ class FakeState:
             number = int(number)
         if not isinstance(number, int):
             raise ValueError(f"the build payload has no integer 'number' (got {number!r})")
-        extra = {k: v for k, v in build_json.items() if k not in {"jobs", "number", "state"}}
-        self.add_build(slug, number, state=str(build_json.get("state") or "running"), **extra)
-        build = self.builds[(slug, number)]
-        for raw in build_json.get("jobs") or []:
-            if not isinstance(raw, Mapping) or not raw.get("id"):
-                continue
+        jobs = [j for j in build_json.get("jobs") or [] if isinstance(j, Mapping) and j.get("id")]
+        for raw in jobs:
             if raw["id"] in self.jobs:
                 raise ValueError(f"job {raw['id']} is already in the fake (loaded twice?)")
+        extra = {k: v for k, v in build_json.items() if k not in {"jobs", "number", "state"}}
+        self.add_build(slug, number, str(build_json.get("state") or "running"), extra)
+        build = self.builds[(slug, number)]
+        for raw in jobs:
             data = copy.deepcopy(dict(raw))
             # Rewrite the API links that exist so they point at the fake.
             keys = [k for k in (*_SCRIPT_URL_KEYS, "unblock_url") if data.get(k)]

@@ -156,7 +156,7 @@ class FakeBuildkite:
     ) -> int:
         """Add a build; returns its number (the next free one unless given)."""
         with self._backend.lock:
-            return self._state.add_build(pipeline, number, state, **fields)
+            return self._state.add_build(pipeline, number, state, fields)
 
     def set_build_state(self, pipeline: str, number: int, state: str) -> None:
         """Change a build's state (``canceled`` makes its jobs refuse retry and unblock)."""
@@ -347,8 +347,9 @@ class FakeBuildkite:
         ``kind``: "error" answers ``status`` without executing (an HTML page for 502-504, as a
         proxy does; ``body="json"|"html"|"empty"`` to choose); "drop" closes the connection
         without executing; "lost" executes the request, then closes the connection without
-        the answer. In-process a drop raises ``httpx.ConnectError`` and a lost answer
-        ``httpx.ReadTimeout``; over the loopback server the socket is closed. ``path`` is a
+        the answer. In-process a drop raises ``httpx.RemoteProtocolError`` (what the loopback
+        server's closed socket gives) and a lost answer ``httpx.ReadTimeout``; over the
+        loopback server both close the socket. ``path`` is a
         regular expression searched in the request path, ``method`` e.g. "PUT".
         """
         if kind not in FAULT_KINDS:
@@ -406,7 +407,10 @@ class FakeBuildkite:
                 raise httpx.ReadTimeout(
                     "fake Buildkite: executed the request, then lost the answer", request=request
                 )
-            raise httpx.ConnectError("fake Buildkite: dropped the connection", request=request)
+            # Like the loopback server closing the socket: the request was sent, no answer came.
+            raise httpx.RemoteProtocolError(
+                "fake Buildkite: server disconnected without sending a response", request=request
+            )
         headers = list(reply.headers)
         if reply.stream is None:
             return httpx.Response(reply.status, headers=headers, content=reply.body)
