@@ -325,8 +325,8 @@ class MiniBuildkite:
             return httpx.Response(429, json={"message": "slow down", "scope": "rest", "reset": 2})
         if fault == "500":
             return httpx.Response(500, text="<html>oops</html>")
-        if fault == "connect":
-            raise httpx.ConnectError("connection refused", request=request)
+        if fault == "reset":
+            raise httpx.ReadError("connection reset by peer", request=request)
         if fault == "422":
             return httpx.Response(
                 422, json={"message": "Jobs from canceled builds cannot be retried"}
@@ -433,7 +433,7 @@ def test_dry_run_sends_no_retry(make_client: Any) -> None:
         ("lost", "retried", True),  # executed, answer lost: read back, not re-sent
         ("502-executed", "retried", True),
         ("500", "failed", False),  # not executed: unknown, still not re-sent
-        ("connect", "failed", False),
+        ("reset", "failed", False),  # sent, connection reset before an answer
         ("429", "retried", False),  # not executed: waited out and sent again
     ],
 )
