@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import (
@@ -22,10 +23,11 @@ from typing import Any, TypeVar
 import httpx
 
 from . import _endpoints as ep
-from ._config import DEFAULT_BASE_URL, settings_from_env
+from ._config import DEFAULT_BASE_URL, masked, settings_from_env
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
+    BuildkiteError,
     ConfigurationError,
     InvalidArgumentError,
     InvalidResponseError,
@@ -33,7 +35,7 @@ from ._errors import (
 )
 from ._files import atomic_writer, check_destination
 from ._models import Job, JobLog, JobsPage
-from ._policy import RetryPolicy, rate_limit_info
+from ._policy import NOT_SENT_ERRORS, RetryPolicy, rate_limit_info
 
 __all__ = ["AsyncJobsClient", "JobsClient"]
 
@@ -71,6 +73,45 @@ class _Token:
         return "'***'"
 
 
+def _check_token(token: _Token) -> None:
+    value = token.reveal()
+    if not value.strip():
+        raise ConfigurationError(
+            "token is empty: pass token=... or use from_env() with BUILDKITE_API_TOKEN set"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in value.strip()):
+        raise ConfigurationError(
+            "token contains whitespace or control characters; copy the API token again"
+            " (a trailing newline from a file is trimmed, anything inside is not)"
+        )
+
+
+def _check_base_url(base_url: object) -> str:
+    hint = f"an http(s) URL such as {DEFAULT_BASE_URL!r}"
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"base_url must be {hint}, got {base_url!r}")
+    try:
+        host = httpx.URL(base_url).host
+    except (httpx.InvalidURL, ValueError):
+        host = ""
+    if not host:
+        raise ConfigurationError(f"base_url must be {hint} with a host, got {base_url!r}")
+    return base_url.rstrip("/")
+
+
+def _check_number(
+    name: str, value: object, *, allow: tuple[type, ...] = (), positive: bool = False
+) -> None:
+    if isinstance(value, allow):
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and (math.isnan(float(value)) or float(value) < 0 or (positive and value == 0)):  # type: ignore[arg-type]
+        ok = False
+    if not ok:
+        kind = "a positive number of seconds" if positive else "a number of seconds >= 0"
+        raise InvalidArgumentError(f"{name} must be {kind}, got {value!r}")
+
+
 class _BearerAuth(httpx.Auth):
     """Adds the token per request, so no client attribute holds it in plain text."""
 
@@ -91,7 +132,7 @@ class _BaseClient:
     def __init__(
         self,
         *,
-        token: str,
+        token: _Token,
         org: str,
         base_url: str = DEFAULT_BASE_URL,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
@@ -99,22 +140,19 @@ class _BaseClient:
         max_wait: float = DEFAULT_MAX_WAIT,
         user_agent: str | None = None,
     ) -> None:
-        if not isinstance(token, str) or not token.strip():
-            raise ConfigurationError(
-                "token is empty: pass token=... or use from_env() with BUILDKITE_API_TOKEN set"
-            )
+        _check_token(token)
+        self._token = token
         self.org = ep.check_slug("org", org)
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r}, got {base_url!r}"
-            )
+        self.base_url = _check_base_url(base_url)
+        self._base = httpx.URL(self.base_url)
+        _check_number("timeout", timeout, allow=(httpx.Timeout,), positive=True)
+        _check_number("max_wait", max_wait)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise InvalidArgumentError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        self.base_url = base_url.rstrip("/")
-        self._base = httpx.URL(self.base_url)
-        self._token = _Token(token.strip())
+        if user_agent is not None and not isinstance(user_agent, str):
+            raise InvalidArgumentError(f"user_agent must be a string, got {user_agent!r}")
         self._timeout = timeout
-        self._policy = RetryPolicy(max_retries=max_retries, max_wait=max_wait)
+        self._policy = RetryPolicy(max_retries=max_retries, max_wait=float(max_wait))
         self._auth = _BearerAuth(self._token)
         self._headers = {"User-Agent": user_agent or _user_agent()}
 
@@ -122,18 +160,19 @@ class _BaseClient:
         return f"{type(self).__name__}(org={self.org!r}, base_url={self.base_url!r})"
 
     def _url(self, call: ep.Call[Any]) -> httpx.URL:
-        if not call.path.startswith(("http://", "https://")):
+        if not call.absolute:
             return httpx.URL(self.base_url + call.path)
-        url = httpx.URL(call.path)
-        # A links.next URL on another origin would receive our token: refuse it.
-        if (url.scheme, url.host, url.port) != (
-            self._base.scheme,
-            self._base.host,
-            self._base.port,
-        ):
+        try:
+            url = httpx.URL(call.path)
+        except (httpx.InvalidURL, ValueError) as exc:
             raise InvalidResponseError(
-                f"refusing to follow a pagination link to another host: {url.host}"
-                f" (the client talks to {self._base.host})",
+                f"the server gave an invalid pagination link ({exc})", method=call.method
+            ) from None
+        # A links.next URL on another origin would receive our token: refuse it.
+        if _origin(url) != _origin(self._base):
+            raise InvalidResponseError(
+                f"refusing to follow a pagination link to another origin: {_origin(url)}"
+                f" (the client talks to {_origin(self._base)})",
                 method=call.method,
                 url=str(url.copy_with(query=None)),
             )
@@ -163,12 +202,14 @@ class _BaseClient:
             reset_after=info.reset_after if info else None,
         )
 
-    @staticmethod
-    def _connection_error(exc: httpx.TransportError, request: httpx.Request) -> APIConnectionError:
+    def _connection_error(
+        self, exc: httpx.TransportError, request: httpx.Request
+    ) -> APIConnectionError:
         cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
-        what = "timed out" if cls is APITimeoutError else f"failed: {type(exc).__name__}: {exc}"
+        detail = str(exc).replace(self._token.reveal(), "***")
+        what = "timed out" if cls is APITimeoutError else f"failed: {type(exc).__name__}: {detail}"
         note = ""
-        if request.method == "PUT":
+        if request.method == "PUT" and not isinstance(exc, NOT_SENT_ERRORS):
             note = "; the PUT may have been executed, check the job before sending it again"
         return cls(
             f"{request.method} {request.url} {what}{note}",
@@ -176,9 +217,29 @@ class _BaseClient:
             url=str(request.url),
         )
 
+    def _check_open(self, http: httpx.Client | httpx.AsyncClient) -> None:
+        if http.is_closed:
+            raise BuildkiteError(
+                f"this {type(self).__name__} is closed;"
+                " create a new one (or use it in a with block)"
+            )
+
+    @staticmethod
+    def _decoding_error(exc: httpx.DecodingError, request: httpx.Request) -> InvalidResponseError:
+        return InvalidResponseError(
+            f"the answer's body could not be decoded ({exc}); a proxy may have mangled it",
+            method=request.method,
+            url=str(request.url),
+        )
+
     @staticmethod
     def _log_retry(request: httpx.Request, reason: str, delay: float) -> None:
         logger.info("%s %s: %s; sending again in %.1fs", request.method, request.url, reason, delay)
+
+
+def _origin(url: httpx.URL) -> str:
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    return f"{url.scheme}://{url.host}:{port}"
 
 
 def _reason(response: httpx.Response) -> str:
@@ -204,8 +265,10 @@ class JobsClient(_BaseClient):
         max_wait: float = DEFAULT_MAX_WAIT,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        secret = _Token(token if isinstance(token, str) else "")
+        del token  # tracebacks show this frame's locals
         super().__init__(
-            token=token,
+            token=secret,
             org=org,
             base_url=base_url,
             timeout=timeout,
@@ -213,6 +276,11 @@ class JobsClient(_BaseClient):
             max_wait=max_wait,
             user_agent=user_agent,
         )
+        if transport is not None and not isinstance(transport, httpx.BaseTransport):
+            raise ConfigurationError(
+                f"JobsClient needs a sync httpx transport, got {type(transport).__name__}"
+                " (use AsyncJobsClient for an async transport)"
+            )
         self._sleep = sleep
         self._http = httpx.Client(
             auth=self._auth, headers=self._headers, timeout=timeout, transport=transport
@@ -226,6 +294,7 @@ class JobsClient(_BaseClient):
         **kwargs: Any,
     ) -> JobsClient:
         """Build from the ``BUILDKITE_API_TOKEN``/``_ORGANIZATION_SLUG``/``_API_URL`` settings."""
+        environ = masked(environ)  # tracebacks show this frame's locals
         settings = settings_from_env(environ, dotenv_path)
         kwargs.setdefault("base_url", settings.base_url)
         return cls(token=settings.token, org=settings.org, **kwargs)
@@ -248,11 +317,14 @@ class JobsClient(_BaseClient):
     # -- sending --------------------------------------------------------------------------------
 
     def _send(self, call: ep.Call[Any], *, stream: bool = False) -> httpx.Response:
+        self._check_open(self._http)
         request = self._request(self._http, call)
         attempt, waited = 0, 0.0
         while True:
             try:
                 response = self._http.send(request, stream=stream)
+            except httpx.DecodingError as exc:
+                raise self._decoding_error(exc, request) from exc
             except httpx.TransportError as exc:
                 delay = self._policy.after_exception(exc, attempt, call.idempotent, waited)
                 if delay is None:
@@ -475,8 +547,10 @@ class AsyncJobsClient(_BaseClient):
         max_wait: float = DEFAULT_MAX_WAIT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        secret = _Token(token if isinstance(token, str) else "")
+        del token  # tracebacks show this frame's locals
         super().__init__(
-            token=token,
+            token=secret,
             org=org,
             base_url=base_url,
             timeout=timeout,
@@ -484,6 +558,11 @@ class AsyncJobsClient(_BaseClient):
             max_wait=max_wait,
             user_agent=user_agent,
         )
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise ConfigurationError(
+                f"AsyncJobsClient needs an async httpx transport, got {type(transport).__name__}"
+                " (use JobsClient for a sync transport)"
+            )
         self._sleep = sleep
         self._http = httpx.AsyncClient(
             auth=self._auth, headers=self._headers, timeout=timeout, transport=transport
@@ -497,6 +576,7 @@ class AsyncJobsClient(_BaseClient):
         **kwargs: Any,
     ) -> AsyncJobsClient:
         """Build from the ``BUILDKITE_API_TOKEN``/``_ORGANIZATION_SLUG``/``_API_URL`` settings."""
+        environ = masked(environ)  # tracebacks show this frame's locals
         settings = settings_from_env(environ, dotenv_path)
         kwargs.setdefault("base_url", settings.base_url)
         return cls(token=settings.token, org=settings.org, **kwargs)
@@ -519,11 +599,14 @@ class AsyncJobsClient(_BaseClient):
     # -- sending --------------------------------------------------------------------------------
 
     async def _send(self, call: ep.Call[Any], *, stream: bool = False) -> httpx.Response:
+        self._check_open(self._http)
         request = self._request(self._http, call)
         attempt, waited = 0, 0.0
         while True:
             try:
                 response = await self._http.send(request, stream=stream)
+            except httpx.DecodingError as exc:
+                raise self._decoding_error(exc, request) from exc
             except httpx.TransportError as exc:
                 delay = self._policy.after_exception(exc, attempt, call.idempotent, waited)
                 if delay is None:
@@ -708,7 +791,7 @@ class AsyncJobsClient(_BaseClient):
         async with self.stream_job_log(job_id, pipeline=pipeline, build=build) as chunks:
             with atomic_writer(dest) as handle:
                 async for chunk in chunks:
-                    handle.write(chunk)
+                    await asyncio.to_thread(handle.write, chunk)  # keep the event loop free
                     written += len(chunk)
         return written
 
@@ -731,8 +814,14 @@ class AsyncJobsClient(_BaseClient):
         return await self._call(ep.get_job_env_text(self.org, job_id, pipeline, build))
 
 
+# A build holds at most 4,000 jobs: even one job a page stays far below this.
+MAX_PAGES = 10_000
+
+
 def _next_url(page: JobsPage, seen: set[str]) -> str | None:
     """The next page's URL, refusing a server that sends us round in a loop."""
+    if "self" in page.links:
+        seen.add(page.links["self"])
     url = page.next_url
     if url is None:
         return None
@@ -740,24 +829,41 @@ def _next_url(page: JobsPage, seen: set[str]) -> str | None:
         raise InvalidResponseError(
             f"pagination loop: links.next repeats {url}", method="GET", url=url
         )
+    if len(seen) >= MAX_PAGES:
+        raise InvalidResponseError(
+            f"more than {MAX_PAGES} pages: the server keeps sending links.next", method="GET"
+        )
     seen.add(url)
     return url
 
 
-def _stream_error(exc: httpx.TransportError, response: httpx.Response) -> APIConnectionError:
+def _stream_error(exc: Exception, response: httpx.Response) -> BuildkiteError:
     request = response.request
+    where = {"method": request.method, "url": str(request.url)}
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(
+            f"{request.method} {request.url} timed out reading the body", **where
+        )
+    if isinstance(exc, httpx.DecodingError):
+        return InvalidResponseError(f"the log body could not be decoded ({exc})", **where)
+    if isinstance(exc, httpx.StreamError):
+        return BuildkiteError(
+            "the log stream is closed: iterate the chunks inside the stream_job_log() block"
+        )
     return APIConnectionError(
         f"{request.method} {request.url}: the connection failed while reading the body"
         f" ({type(exc).__name__})",
-        method=request.method,
-        url=str(request.url),
+        **where,
     )
+
+
+_STREAM_ERRORS = (httpx.TransportError, httpx.DecodingError, httpx.StreamError)
 
 
 def _wrap_stream(response: httpx.Response, chunks: Iterator[bytes]) -> Iterator[bytes]:
     try:
         yield from chunks
-    except httpx.TransportError as exc:
+    except _STREAM_ERRORS as exc:
         raise _stream_error(exc, response) from exc
 
 
@@ -767,5 +873,5 @@ async def _wrap_async_stream(
     try:
         async for chunk in chunks:
             yield chunk
-    except httpx.TransportError as exc:
+    except _STREAM_ERRORS as exc:
         raise _stream_error(exc, response) from exc

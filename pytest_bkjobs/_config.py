@@ -36,8 +36,10 @@ def merged_environ(
     if dotenv_path is not None and Path(dotenv_path).is_file():
         from dotenv import dotenv_values
 
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    merged.update(os.environ if environ is None else environ)
+        values = dotenv_values(dotenv_path, interpolate=False)
+        merged.update({k: v for k, v in values.items() if v is not None})
+    # An empty variable in the environment does not hide a value from .env.
+    merged.update({k: v for k, v in (os.environ if environ is None else environ).items() if v})
     return merged
 
 
@@ -46,10 +48,11 @@ def settings_from_env(
     dotenv_path: str | os.PathLike[str] | None = ".env",
 ) -> Settings:
     """Read token, org and base URL; raise ``ConfigurationError`` naming what is missing."""
-    values = merged_environ(environ, dotenv_path)
-    token = values.get(TOKEN_VAR, "").strip()
+    environ = masked(environ)
+    values = _MaskedValues(merged_environ(environ, dotenv_path))
+    where = f"the environment or {os.fspath(dotenv_path)}" if dotenv_path else "the environment"
     org = values.get(ORG_VAR, "").strip()
-    if not token:
+    if not values.get(TOKEN_VAR, "").strip():
         hint = (
             f" {AGENT_TOKEN_VAR} is set, but it is the agent's token, not a REST API token."
             if values.get(AGENT_TOKEN_VAR)
@@ -58,12 +61,27 @@ def settings_from_env(
         raise ConfigurationError(
             f"{TOKEN_VAR} is not set.{hint} Create an API access token in Buildkite"
             " (Personal Settings > API Access Tokens) with the scopes you need, and put it in"
-            f" the environment or in {dotenv_path or '.env'} as {TOKEN_VAR}=..."
+            f" {where} as {TOKEN_VAR}=..."
         )
     if not org:
         raise ConfigurationError(
             f"{ORG_VAR} is not set. Set it to your organisation's slug (the part after"
-            f" buildkite.com/ in its URL), in the environment or in {dotenv_path or '.env'}"
+            f" buildkite.com/ in its URL), in {where}"
         )
     base_url = values.get(URL_VAR, "").strip() or DEFAULT_BASE_URL
-    return Settings(token=token, org=org, base_url=base_url)
+    return Settings(token=values[TOKEN_VAR].strip(), org=org, base_url=base_url)
+
+
+def masked(environ: Mapping[str, str] | None) -> _MaskedValues | None:
+    """A copy of ``environ`` that tracebacks show without its secrets."""
+    return None if environ is None else _MaskedValues(environ)
+
+
+class _MaskedValues(dict[str, str]):
+    """Environment values whose ``repr`` hides secrets (tracebacks show locals)."""
+
+    def __repr__(self) -> str:
+        from ._env import is_secret_name
+
+        shown = {k: "***" if is_secret_name(k) else v for k, v in self.items()}
+        return f"{shown!r}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -31,7 +32,7 @@ class Call(Generic[T]):
     """One request to make and the parser of its successful answer."""
 
     method: str
-    path: str  # relative to the base URL, or an absolute URL given by the server
+    path: str  # relative to the base URL, unless ``absolute``
     parse: Callable[[httpx.Response], T]
     params: tuple[tuple[str, str], ...] = ()
     json_body: Any = None
@@ -39,6 +40,8 @@ class Call(Generic[T]):
     headers: Mapping[str, str] = field(default_factory=dict)
     # False for PUTs: a timeout or 5xx may hide an executed retry, so never re-send those.
     idempotent: bool = True
+    # True for a URL the server gave (links.next): checked to be on the base URL's origin.
+    absolute: bool = False
     # Non-2xx statuses that are an answer, not an error (416 for the tail of an empty log).
     ok_statuses: frozenset[int] = frozenset()
 
@@ -50,13 +53,20 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def _no_dot_segment(name: str, value: str) -> str:
+    # "." and ".." would be collapsed by the URL layer and reach another endpoint.
+    if value in (".", ".."):
+        raise InvalidArgumentError(f"{name} {value!r} is not a valid {name}")
+    return value
+
+
 def check_job_id(job_id: object) -> str:
     """A job id must be a non-empty string."""
     if not isinstance(job_id, str) or not job_id.strip():
         raise InvalidArgumentError(
             f"job_id must be a non-empty string (a job UUID), got {job_id!r}"
         )
-    return job_id.strip()
+    return _no_dot_segment("job_id", job_id.strip())
 
 
 def check_build(build: object) -> str:
@@ -66,7 +76,7 @@ def check_build(build: object) -> str:
             f"build must be the build number (an integer such as 42), got {build!r}"
         )
     text = str(build).strip()
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise InvalidArgumentError(
             f"build must be the build number (a positive integer such as 42), got {build!r};"
             " the build UUID is not accepted in routes"
@@ -78,18 +88,27 @@ def check_slug(name: str, value: object) -> str:
     """An organisation or pipeline slug must be a non-empty string."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgumentError(f"{name} must be a non-empty slug string, got {value!r}")
-    return value.strip()
+    return _no_dot_segment(name, value.strip())
 
 
 def check_states(state: str | Iterable[str] | None) -> list[str]:
     """Normalise ``state`` to a list of accepted ``state[]`` values."""
     if state is None:
         return []
-    values = [state] if isinstance(state, str) else list(state)
     accepted = ", ".join(FILTER_STATES)
+    if isinstance(state, str):
+        values: list[object] = [state]
+    elif isinstance(state, Iterable) and not isinstance(state, (bytes, Mapping)):
+        values = list(state)
+    else:
+        raise InvalidArgumentError(
+            f"state must be a state name or a list of them, got {state!r}; accepted: {accepted}"
+        )
     out: list[str] = []
     for value in values:
-        text = str(value.value if hasattr(value, "value") else value)
+        text = value.value if isinstance(value, Enum) else value
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"state values must be strings, got {value!r}")
         if text == "finished":
             raise InvalidArgumentError(
                 "state 'finished' is not accepted by the API; use 'passed' and/or 'failed'"
@@ -144,6 +163,10 @@ def read_json(response: httpx.Response) -> Any:
         )
     try:
         return json.loads(content)
+    except RecursionError:
+        raise InvalidResponseError(
+            "the JSON body is nested too deeply to be a Buildkite answer", **_where(response)
+        ) from None
     except ValueError:
         excerpt = " ".join(content[:200].decode("utf-8", "replace").split())
         ctype = response.headers.get("content-type", "no content-type")
@@ -163,8 +186,22 @@ def _with_context(parse: Callable[[Any], T]) -> Callable[[httpx.Response], T]:
     return parse_response
 
 
+def _join(base: httpx.URL, link: str) -> str:
+    try:
+        return str(base.join(link))
+    except (httpx.InvalidURL, ValueError):
+        return link  # refused with a clear message if it is ever followed
+
+
+def _page_from(response: httpx.Response) -> JobsPage:
+    page = _with_context(JobsPage.from_api)(response)
+    # A relative link is relative to the page it came in, as in a browser.
+    links = {k: _join(response.request.url, v) for k, v in page.links.items()}
+    return JobsPage(items=page.items, links=links)
+
+
 parse_job = _with_context(Job.from_api)
-parse_page = _with_context(JobsPage.from_api)
+parse_page = _page_from
 parse_log = _with_context(JobLog.from_api)
 
 
@@ -260,7 +297,7 @@ def list_jobs(
 
 def next_page(url: str) -> Call[JobsPage]:
     """``GET`` of a ``links.next`` URL exactly as the server gave it."""
-    return Call("GET", url, parse_page, headers={"Accept": JSON})
+    return Call("GET", url, parse_page, headers={"Accept": JSON}, absolute=True)
 
 
 def get_job(org: str, job_id: str, pipeline: str | None, build: int | str | None) -> Call[Job]:
@@ -314,7 +351,11 @@ def unblock_job(
         for key, value in fields.items():
             if isinstance(value, str):
                 clean[str(key)] = value
-            elif isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+            elif (
+                isinstance(value, Sequence)
+                and not isinstance(value, (bytes, bytearray))
+                and all(isinstance(v, str) for v in value)
+            ):
                 clean[str(key)] = list(value)
             else:
                 raise InvalidArgumentError(

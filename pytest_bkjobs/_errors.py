@@ -155,7 +155,10 @@ class RateLimitError(APIStatusError):
     def _hint(self) -> str:
         where = f" for scope {self.scope}" if self.scope else ""
         when = f" in {self.reset_after:g}s" if self.reset_after is not None else ""
-        return f". The rate limit{where} resets{when}; raise max_retries or slow down"
+        return (
+            f". The rate limit{where} resets{when}; wait, send fewer requests,"
+            " or raise the client's max_retries / max_wait"
+        )
 
 
 class ServerError(APIStatusError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -14,7 +15,11 @@ from ._errors import InvalidArgumentError
 
 def check_destination(dest: str | os.PathLike[str]) -> Path:
     """Refuse a destination that is a directory or whose folder does not exist."""
+    if not isinstance(dest, (str, os.PathLike)):
+        raise InvalidArgumentError(f"destination must be a file path, got {dest!r}")
     path = Path(dest)
+    if path.is_symlink():
+        path = path.resolve()  # write where the link points, as `curl -o` would
     if path.is_dir():
         raise InvalidArgumentError(f"destination {str(path)!r} is a directory; give a file path")
     if not path.parent.is_dir():
@@ -28,8 +33,12 @@ def check_destination(dest: str | os.PathLike[str]) -> Path:
 def atomic_writer(dest: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Yield a file to write; on success it replaces ``dest``, on error nothing is left."""
     path = check_destination(dest)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.part")
+    # os.open with 0o666 lets the umask decide, as for any new file (mkstemp would force 0600).
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        if path.exists():
+            os.chmod(tmp_name, stat.S_IMODE(path.stat().st_mode))
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()

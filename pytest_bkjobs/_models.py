@@ -6,7 +6,7 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ._errors import InvalidResponseError
@@ -97,26 +97,40 @@ FINAL_STATES: frozenset[JobState] = frozenset(
     }
 )
 
-_LEGACY_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d+)?)\s*(UTC|Z)?$")
+_TIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"\s*(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?$"
+)
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n", ""}
 
 
 def parse_time(value: Any) -> datetime | None:
     """Parse ISO-8601 or the legacy ``2015-04-23 16:55:52 UTC`` form to an aware datetime."""
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
         return None
-    text = value.strip()
-    legacy = _LEGACY_TIME.match(text)
-    if legacy:
-        text = f"{legacy.group(1)}T{legacy.group(2)}+00:00"
-    elif text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
+    match = _TIME.match(value.strip())
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    tz = timezone.utc
+    if zone and zone[0] in "+-":
+        digits = zone[1:].replace(":", "")
+        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+        tz = timezone(offset if zone[0] == "+" else -offset)
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            int((fraction or "0")[:6].ljust(6, "0")),
+            tzinfo=tz,
+        )
+    except ValueError:  # e.g. month 13
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def parse_bool(value: Any) -> bool | None:
@@ -253,15 +267,19 @@ class Job:
     retried_by: User | None = None
     parallel_group_index: int | None = None
     parallel_group_total: int | None = None
-    matrix: Mapping[str, Any] | None = None
-    agent: Mapping[str, Any] | None = None
+    # Mappings do not take part in == and hash(), so that a Job stays hashable.
+    matrix: Mapping[str, Any] | None = field(default=None, compare=False)
+    agent: Mapping[str, Any] | None = field(default=None, compare=False)
     cluster_id: str | None = None
+    cluster_url: str | None = None
     cluster_queue_id: str | None = None
+    cluster_queue_url: str | None = None
+    step_signature: Mapping[str, Any] | None = field(default=None, compare=False)
     unblocked_by: User | None = None
     unblocked_at: datetime | None = None
     unblockable: bool | None = None
     unblock_url: str | None = None
-    triggered_build: Mapping[str, Any] | None = None
+    triggered_build: Mapping[str, Any] | None = field(default=None, compare=False)
     is_async: bool | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -337,7 +355,10 @@ class Job:
             matrix=_dict(data.get("matrix")),
             agent=_dict(data.get("agent")),
             cluster_id=_str(data.get("cluster_id")),
+            cluster_url=_str(data.get("cluster_url")),
             cluster_queue_id=_str(data.get("cluster_queue_id")),
+            cluster_queue_url=_str(data.get("cluster_queue_url")),
+            step_signature=_dict(step.get("signature")) if isinstance(step, Mapping) else None,
             unblocked_by=User.from_api(data.get("unblocked_by")),
             unblocked_at=parse_time(data.get("unblocked_at")),
             unblockable=parse_bool(data.get("unblockable")),
@@ -388,7 +409,7 @@ class JobsPage:
     """One page of a job listing and its cursor links."""
 
     items: tuple[Job, ...]
-    links: Mapping[str, str]
+    links: Mapping[str, str] = field(compare=False)
 
     @property
     def next_url(self) -> str | None:

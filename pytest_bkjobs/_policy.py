@@ -11,6 +11,9 @@ import httpx
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 
+# Failures before the request left this machine: safe to send again, even a PUT.
+NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout)
+
 
 @dataclass(frozen=True)
 class RateLimitInfo:
@@ -87,7 +90,9 @@ class RetryPolicy:
             if info.reset_after is None:
                 delay = self._backoff(attempt)
             else:
-                delay = info.reset_after + self.random()
+                # Jitter only pushes past the reset, and never beyond the budget.
+                room = max(0.0, self.max_wait - waited - info.reset_after)
+                delay = info.reset_after + min(self.random(), room)
             return self._within_budget(delay, attempt, waited)
         if idempotent and response.status_code in RETRYABLE_STATUSES:
             return self._within_budget(self._backoff(attempt), attempt, waited)
@@ -96,7 +101,7 @@ class RetryPolicy:
     def after_exception(
         self, exc: httpx.TransportError, attempt: int, idempotent: bool, waited: float
     ) -> float | None:
-        """Delay before re-sending after a transport failure (never for a PUT)."""
-        if not idempotent:
+        """Delay before re-sending after a transport failure (a PUT only if it was not sent)."""
+        if not idempotent and not isinstance(exc, NOT_SENT_ERRORS):
             return None
         return self._within_budget(self._backoff(attempt), attempt, waited)
