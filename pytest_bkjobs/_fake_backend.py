@@ -50,6 +50,7 @@ _SCOPE_OF = {
 _SEG = r"([^/]+)"
 _ACTION = r"(?:/(retry|unblock|reprioritize|log|env))?(\.txt|\.html|\.json)?"
 _LIST_ROUTE = re.compile(rf"^/organizations/{_SEG}/pipelines/{_SEG}/builds/{_SEG}/jobs/?$")
+_BUILD_ROUTE = re.compile(rf"^/organizations/{_SEG}/pipelines/{_SEG}/builds/{_SEG}/?$")
 _BUILD_JOB_ROUTE = re.compile(
     rf"^/organizations/{_SEG}/pipelines/{_SEG}/builds/{_SEG}/jobs/([^/.]+){_ACTION}$"
 )
@@ -371,6 +372,17 @@ class Backend:
             org, pipeline, build = (unquote(g) for g in listing.groups())
             self._check(token, "read_builds", org)
             return self._list(api, rest, pipeline, build, query)
+        whole = _BUILD_ROUTE.match(rest)
+        if whole and method == "GET":
+            # Not a Jobs API endpoint, but helpers read the build around the current job.
+            org, pipeline, build = (unquote(g) for g in whole.groups())
+            self._check(token, "read_builds", org)
+            found = self.state.builds.get((pipeline, int(build))) if build.isdigit() else None
+            if found is None:
+                raise ApiError(404, "No build found")
+            for job_id in found.job_ids:
+                self.state.poll(self.state.jobs[job_id])
+            return json_reply(200, self.state.render_build(found, api))
         match = _BUILD_JOB_ROUTE.match(rest)
         scoped: tuple[str, str] | None = None
         if match:
@@ -505,7 +517,7 @@ class Backend:
         kind = _wants(request, suffix)
         if method == "HEAD":
             return Reply(200, [("Content-Type", _TEXT)], length=log.size, stream=())
-        url = f"{self.state.urls(job, api).get('log_url') or api}"
+        url = self.state.all_urls(job, api)["log_url"]
         if kind == "json":
             if log.size <= INLINE_LIMIT:
                 return Reply(200, [("Content-Type", _JSON)], b"".join(json_log_chunks(log, url)))

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ._fake_backend import Backend, FakeRequest, Reply, chunked
+from ._fake_backend import Backend, FakeRequest, Reply, chunked, json_reply
 
 logger = logging.getLogger("pytest_bkjobs.fake")
 
@@ -94,7 +94,11 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
         )
-        reply = self.server.backend.dispatch(request)
+        try:
+            reply = self.server.backend.dispatch(request)
+        except Exception as exc:  # a bug, or a user's outcome callable that raised
+            logger.exception("fake server: error while answering %s %s", self.command, self.path)
+            reply = json_reply(500, {"message": f"fake Buildkite error: {type(exc).__name__}"})
         if reply.drop:
             self.close_connection = True
             return  # the socket closes with no answer: the client sees a disconnect

@@ -389,20 +389,32 @@ class FakeState:
             raise ApiError(404, "No job found")
         return job
 
-    def urls(self, job: JobRecord, api: str) -> dict[str, str]:
-        base = (
-            f"{api}/organizations/{quote(self.org, safe='')}/pipelines/"
-            f"{quote(job.pipeline, safe='')}/builds/{job.build}"
-        )
+    def build_url(self, pipeline: str, number: int, api: str) -> str:
+        org, slug = quote(self.org, safe=""), quote(pipeline, safe="")
+        return f"{api}/organizations/{org}/pipelines/{slug}/builds/{number}"
+
+    def all_urls(self, job: JobRecord, api: str) -> dict[str, str]:
+        base = self.build_url(job.pipeline, job.build, api)
         job_url = f"{base}/jobs/{job.id}"
-        all_urls = {
+        return {
             "build_url": base,
             "log_url": f"{job_url}/log",
             "raw_log_url": f"{job_url}/log.txt",
             "artifacts_url": f"{job_url}/artifacts",
             "unblock_url": f"{job_url}/unblock",
         }
-        return {k: all_urls[k] for k in job.url_keys}
+
+    def urls(self, job: JobRecord, api: str) -> dict[str, str]:
+        """The API links this job's JSON carries (loaded payloads keep their own set)."""
+        every = self.all_urls(job, api)
+        return {k: every[k] for k in job.url_keys}
+
+    def render_build(self, build: BuildRecord, api: str) -> dict[str, Any]:
+        """The build's JSON with its jobs, as ``GET .../builds/{number}`` gives it."""
+        data = copy.deepcopy(build.data)
+        data["url"] = self.build_url(build.pipeline, build.number, api)
+        data["jobs"] = [self.render(self.jobs[i], api) for i in build.job_ids]
+        return data
 
     def render(self, job: JobRecord, api: str) -> dict[str, Any]:
         """The job's JSON with API links under ``api`` (the base URL the request came to)."""

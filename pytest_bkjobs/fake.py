@@ -458,12 +458,12 @@ class FakeBuildkite:
 
 def run_fake_server(
     port: int = 0,
-    *,
-    host: str = "127.0.0.1",
     sample: bool = False,
     org: str = "acme",
     token: str = "fake-token",
     print_fn: Callable[[str], None] = print,
+    *,
+    host: str = "127.0.0.1",
     stop: threading.Event | None = None,
 ) -> int:
     """Serve a fake until Ctrl-C (or ``stop`` is set), printing the settings to use; returns 0."""

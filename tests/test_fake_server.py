@@ -242,3 +242,16 @@ def test_run_fake_server_prints_settings_and_stops() -> None:
     runner.join(5)
     assert not runner.is_alive()
     assert _fake_threads() == before
+
+
+def test_an_error_inside_the_fake_answers_500(fake: FakeBuildkite, server: str) -> None:
+    number = fake.add_build("p")
+    job_id = fake.add_job("p", number, state="scheduled")
+
+    def broken(job: dict[str, object]) -> str:
+        raise RuntimeError("outcome callable failed")
+
+    fake.script_job(job_id, broken, after_polls=1)
+    answer = httpx.get(f"{server}/organizations/acme/jobs/{job_id}", headers=AUTH)
+    assert answer.status_code == 500
+    assert answer.json() == {"message": "fake Buildkite error: RuntimeError"}

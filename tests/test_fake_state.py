@@ -397,3 +397,21 @@ def test_usable_as_a_respx_side_effect() -> None:
                 headers={"Authorization": f"Bearer {TOKEN}"},
             )
     assert answer.json()["step_key"] == "bkjobs"
+
+
+def test_get_build_gives_the_build_with_its_jobs() -> None:
+    fake = _fake()
+    sample = fake.sample_build()
+    raw = httpx.Client(
+        transport=fake.transport(),
+        base_url="https://api.buildkite.com/v2",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    build = raw.get(f"/organizations/{ORG}/pipelines/{sample.pipeline}/builds/{sample.number}")
+    assert build.status_code == 200
+    data = build.json()
+    assert data["number"] == sample.number
+    assert data["state"] == "running"
+    assert [j["id"] for j in data["jobs"]] == fake.job_ids(sample.pipeline, sample.number)
+    missing = raw.get(f"/organizations/{ORG}/pipelines/{sample.pipeline}/builds/99")
+    assert missing.json() == {"message": "No build found"}
