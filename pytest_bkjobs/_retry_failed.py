@@ -50,6 +50,9 @@ __all__ = ["async_retry_failed_siblings", "retry_failed_siblings"]
 
 Progress = Callable[[str], None]
 
+#: Seconds between two "still waiting" progress lines when nothing changed.
+PROGRESS_EVERY = 30.0
+
 # -- shared pieces of the two runners -----------------------------------------------------------
 
 
@@ -176,6 +179,7 @@ class _Waiting:
         self.pending = {
             i: o.new_job_id for i, o in enumerate(outcomes) if o.outcome == RETRIED and o.new_job_id
         }
+        self._last: tuple[str, float] | None = None  # last progress message and when
 
     def update(self, index: int, job: Job) -> None:
         state = job.raw_state or (job.state.value if job.state else None)
@@ -189,13 +193,15 @@ class _Waiting:
         if job.is_finished:
             del self.pending[index]
 
-    def status(self, elapsed: float) -> str:
+    def report(self, run: _Run, elapsed: float) -> None:
+        """Tell progress when a job finished, and at least every ``PROGRESS_EVERY`` seconds."""
         done = [o for o in self.outcomes if o.outcome == RETRIED and o.finished]
         passed = sum(1 for o in done if o.final_state == "passed")
-        return (
-            f"waiting for retried jobs: {len(done)} finished ({passed} passed),"
-            f" {len(self.pending)} still running after {elapsed:.0f}s"
-        )
+        counts = f"{len(done)} finished ({passed} passed), {len(self.pending)} still running"
+        if self._last and self._last[0] == counts and elapsed - self._last[1] < PROGRESS_EVERY:
+            return  # a long wait stays visible without a line per poll
+        self._last = (counts, elapsed)
+        run.progress(f"waiting for retried jobs: {counts} after {elapsed:.0f}s")
 
 
 # -- sync ---------------------------------------------------------------------------------------
@@ -307,7 +313,7 @@ def _wait(
         elapsed = clock() - start
         if not waiting.pending:
             break
-        run.progress(waiting.status(elapsed))
+        waiting.report(run, elapsed)
         if elapsed >= run.wait_timeout:
             break
         sleep(min(run.poll_interval, run.wait_timeout - elapsed))
@@ -416,9 +422,12 @@ async def _async_wait(
     waiting = _Waiting(list(outcomes))
     start = clock()
 
+    semaphore = asyncio.Semaphore(run.concurrency)
+
     async def poll(index: int, job_id: str) -> None:
         try:
-            job = await client.get_job(job_id, pipeline=run.ctx.pipeline, build=run.ctx.build)
+            async with semaphore:
+                job = await client.get_job(job_id, pipeline=run.ctx.pipeline, build=run.ctx.build)
         except (APIConnectionError, ServerError, RateLimitError) as exc:
             run.progress(f"could not poll job {job_id} ({exc}); trying again")
             return
@@ -429,7 +438,7 @@ async def _async_wait(
         elapsed = clock() - start
         if not waiting.pending:
             break
-        run.progress(waiting.status(elapsed))
+        waiting.report(run, elapsed)
         if elapsed >= run.wait_timeout:
             break
         await sleep(min(run.poll_interval, run.wait_timeout - elapsed))

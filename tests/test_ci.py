@@ -515,7 +515,7 @@ def test_wait_reports_final_states(make_client: Any) -> None:
     assert report.waited
     assert report.exit_code == 3
     assert [o.job_id for o in report.not_passed] == ["b"]
-    assert "waiting for retried jobs: 0 finished (0 passed), 2 still running after 2s" in messages
+    assert "waiting for retried jobs: 0 finished (0 passed), 2 still running after 0s" in messages
     assert "retried a (a -> a-r1)" in messages
 
 
@@ -537,6 +537,17 @@ def test_wait_times_out(make_client: Any) -> None:
     assert (outcome.final_state, outcome.finished) == ("running", False)
     assert report.exit_code == 3
     assert "running (timed out waiting)" in report.to_markdown()
+
+
+def test_long_waits_report_progress_every_30_seconds(make_client: Any) -> None:
+    bk = MiniBuildkite({"id": "a", "state": "failed"})  # its retry never finishes
+    messages: list[str] = []
+    run(make_client(bk.handler), wait=True, wait_timeout=100, progress=messages.append)
+    waiting = [m for m in messages if m.startswith("waiting")]
+    assert waiting == [
+        f"waiting for retried jobs: 0 finished (0 passed), 1 still running after {t}s"
+        for t in (0, 30, 60, 90)
+    ]
 
 
 def test_wait_follows_an_automatic_retry(make_client: Any) -> None:
@@ -640,3 +651,27 @@ def test_report_of_an_empty_build() -> None:
     report = RetryReport(org="acme", pipeline="app", build=7, current_job_id=None, outcomes=())
     assert report.exit_code == 0
     assert report.to_markdown().endswith("No failed jobs were found.\n")
+
+
+# -- toolkit plugins ----------------------------------------------------------------------------
+
+
+def test_plugin_manager_hooks() -> None:
+    import types
+
+    from pytest_bkjobs._toolkit import load_select_hook, plugin_manager
+    from pytest_bkjobs.hookspecs import bkjobs_hookimpl
+
+    assert load_select_hook(entry_points=False) is None
+    first = types.ModuleType("first")
+    second = types.ModuleType("second")
+    first.bkjobs_select_job = bkjobs_hookimpl(lambda job, ctx: None)  # type: ignore[attr-defined]
+    second.bkjobs_select_job = bkjobs_hookimpl(lambda job, ctx: job.id == "a")  # type: ignore[attr-defined]
+    hook = load_select_hook([first, second], entry_points=False)
+    assert hook is not None
+    assert hook(job(id="a"), CTX) is True
+    assert hook(job(id="b"), CTX) is False
+    typo = types.ModuleType("typo")
+    typo.bkjobs_select_jobs = bkjobs_hookimpl(lambda job, ctx: True)  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match="implements an unknown hook"):
+        plugin_manager([typo], entry_points=False)
