@@ -12,6 +12,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ AUTH_MESSAGE = (
 )
 DEFAULT_ORG_LIMIT = 200
 DEFAULT_USER_LIMIT = 50
+MAX_RECORDED = 100_000
 _JSON = "application/json; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
@@ -212,7 +214,8 @@ class Backend:
 
     def reset_traffic(self) -> None:
         """Forget recorded requests, counters, windows and faults."""
-        self.requests: list[RecordedRequest] = []
+        # Bounded, so that a long-running `bkjobs fake-server` does not grow without end.
+        self.requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED)
         self.retry_counts: dict[str, int] = {}
         self.faults = []
         self.random_faults = None

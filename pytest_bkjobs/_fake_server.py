@@ -30,6 +30,8 @@ class _Server(ThreadingHTTPServer):
         self._live_lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._workers: set[threading.Thread] = set()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -123,7 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         head = self.command == "HEAD"
         if reply.stream is None:
-            self.send_header("Content-Length", str(len(reply.body)))
+            if reply.status != 204:  # a 204 has no body and must not announce one
+                self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
             if not head and reply.body:
                 self.wfile.write(reply.body)

@@ -255,3 +255,17 @@ def test_an_error_inside_the_fake_answers_500(fake: FakeBuildkite, server: str) 
     answer = httpx.get(f"{server}/organizations/acme/jobs/{job_id}", headers=AUTH)
     assert answer.status_code == 500
     assert answer.json() == {"message": "fake Buildkite error: RuntimeError"}
+
+
+def test_serves_on_ipv6_loopback_when_available(fake: FakeBuildkite) -> None:
+    sample = fake.sample_build()
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with fake.serve(host="::1") as url, JobsClient(token=TOKEN, org="acme", base_url=url) as c:
+        assert url.startswith("http://[::1]:")
+        job = c.get_job(sample.current_job_id)
+        assert job.log_url is not None
+        assert job.log_url.startswith(url)
