@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ._fake_backend import Backend, FakeRequest, Reply, chunked, json_reply
+from ._fake_backend import Backend
+from ._fake_http import FakeRequest, Reply, chunked, json_reply
 
 logger = logging.getLogger("pytest_bkjobs.fake")
 

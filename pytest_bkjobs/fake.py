@@ -20,16 +20,8 @@ import httpx
 
 from ._client import AsyncJobsClient, JobsClient
 from ._config import DEFAULT_BASE_URL
-from ._fake_backend import (
-    ALL_SCOPES,
-    Backend,
-    FakeRequest,
-    Fault,
-    RandomFaults,
-    RecordedRequest,
-    TokenInfo,
-    chunked,
-)
+from ._fake_backend import ALL_SCOPES, Backend
+from ._fake_http import FakeRequest, Fault, RandomFaults, RecordedRequest, TokenInfo, chunked
 from ._fake_logs import BytesLog, LogSource, SyntheticLog, as_log_source
 from ._fake_sample import SampleBuild, seed_sample
 from ._fake_server import serve as _serve
