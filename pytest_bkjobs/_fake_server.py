@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ._errors import ConfigurationError
 from ._fake_backend import Backend
 from ._fake_http import FakeRequest, Reply, chunked, json_reply
 
@@ -153,7 +154,13 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def serve(backend: Backend, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Run the server in a thread; yields ``http://HOST:PORT/v2``; stops and joins on exit."""
-    server = _Server((host, port), backend)
+    try:
+        server = _Server((host, port), backend)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the fake Buildkite cannot listen on {host}:{port}: {exc.strerror or exc};"
+            " pick another port, or port 0 for any free one"
+        ) from exc
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="bkjobs-fake-server"
     )

@@ -257,10 +257,11 @@ class FakeBuildkite:
     def retry_calls(self, job_id: str) -> int:
         """How many retry PUTs for ``job_id`` the server executed, successful or not.
 
-        Counted: every ``PUT .../jobs/{job_id}/retry`` that passed authentication, the rate
-        limits and the scope check, whatever it answered (200, 400 "can only be retried once",
-        404 for a wrong pipeline/build, ...) and including "lost" faults (executed, answer
-        dropped). Not counted: 401/403/429 answers and "error"/"drop" faults (not executed).
+        Counted: every ``PUT .../jobs/{job_id}/retry`` (either route family) that passed
+        authentication, the rate limits and the scope check and found the job, whatever it
+        then answered (200, or a 400/422 refusal such as "Jobs can only be retried once"),
+        including "lost" faults (executed, answer dropped). Not counted: 401/403/404/429
+        answers and "error"/"drop" faults (not executed).
         """
         with self._backend.lock:
             return self._backend.retry_counts.get(job_id, 0)
@@ -434,7 +435,8 @@ class FakeBuildkite:
         """Run a real HTTP server on ``host:port`` (0: any free port) in a thread.
 
         A context manager yielding the base URL ``http://HOST:PORT/v2``; on exit the server
-        stops, every connection is closed and every thread joined. ``POST /__fake__/reset``
+        stops, every connection is closed and every thread joined. A port that cannot be
+        bound raises ``ConfigurationError``. ``POST /__fake__/reset``
         calls ``reset()``; ``GET /__fake__/health`` answers ``{"ok": true}``.
         """
         return _serve(self._backend, host, port)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pytest_bkjobs import APIConnectionError, JobsClient, ServerError
+from pytest_bkjobs import APIConnectionError, ConfigurationError, JobsClient, ServerError
 from pytest_bkjobs.fake import FakeBuildkite, SampleBuild, SyntheticLog, run_fake_server
 
 TOKEN = "fake-token"
@@ -269,3 +269,11 @@ def test_serves_on_ipv6_loopback_when_available(fake: FakeBuildkite) -> None:
         job = c.get_job(sample.current_job_id)
         assert job.log_url is not None
         assert job.log_url.startswith(url)
+
+
+def test_a_busy_port_is_a_clear_error(fake: FakeBuildkite, server: str) -> None:
+    port = httpx.URL(server).port
+    assert port is not None
+    busy = fake.serve(port=port)
+    with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{port}.*port 0"):
+        busy.__enter__()
