@@ -12,6 +12,7 @@ whose retried jobs did not all pass. See ``RetryReport.exit_code``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -273,7 +274,13 @@ def cmd_retry(args: argparse.Namespace, where: Where, state: _State) -> int:
             new = client.retry_job(job_id, **route)
         except (APIConnectionError, ServerError) as exc:
             # The PUT may have been executed: look instead of sending it again.
-            old = client.get_job(job_id, **route)
+            try:
+                old = client.get_job(job_id, **route)
+            except BuildkiteError as read_error:
+                raise BuildkiteError(
+                    f"the retry's outcome is unknown ({exc}) and reading job {job_id} back failed"
+                    f" ({read_error}); it was not sent again: check the build before retrying"
+                ) from exc
             if not old.retried_in_job_id:
                 raise BuildkiteError(
                     f"the retry's outcome is unknown ({exc}) and job {job_id} does not show as"
@@ -536,10 +543,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     state = _State(command=args.command)
+    handler: logging.Handler | None = None
+    logger = logging.getLogger("pytest_bkjobs")
     if args.debug:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("bkjobs debug: %(message)s"))
-        logger = logging.getLogger("pytest_bkjobs")
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
     try:
@@ -552,11 +560,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error("interrupted; a retry already sent is not undone: check the build")
         return 130
     except BrokenPipeError:
-        # stdout closed early (``bkjobs log | head``): not an error worth a message
-        sys.stderr.close()
+        # stdout was closed early (``bkjobs log | head``): not worth a message; silence the
+        # interpreter's own complaint when it flushes stdout at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except Exception as exc:
         if args.debug:
             sys.stderr.write(_scrub(traceback.format_exc(), state.secrets))
         _error(describe_error(exc, state), state.secrets)
         return EXIT_ERROR
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
