@@ -179,23 +179,24 @@ def validate_cassette(data: object) -> dict[str, Any]:
     return data
 
 
-def load_cassette(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_cassette(path: str | os.PathLike[str], display: str | None = None) -> dict[str, Any]:
     """Read and validate a cassette; ``CassetteFormatError`` names the file and the problem."""
     file = Path(path)
+    shown = display or str(file)
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
-        raise CassetteNotFoundError(f"cassette {file} does not exist") from None
+        raise CassetteNotFoundError(f"cassette {shown} does not exist") from None
     except OSError as exc:
-        raise CassetteFormatError(f"cassette {file} cannot be read: {exc}") from None
+        raise CassetteFormatError(f"cassette {shown} cannot be read: {exc}") from None
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CassetteFormatError(f"cassette {file} is not valid JSON: {exc}") from None
+        raise CassetteFormatError(f"cassette {shown} is not valid JSON: {exc}") from None
     try:
         return validate_cassette(data)
     except ValueError as exc:
-        raise CassetteFormatError(f"cassette {file} is not usable: {exc}") from None
+        raise CassetteFormatError(f"cassette {shown} is not usable: {exc}") from None
 
 
 def dump_cassette(data: Mapping[str, Any]) -> bytes:

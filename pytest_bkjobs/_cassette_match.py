@@ -61,14 +61,19 @@ def _query_differences(recorded: str, actual: str) -> list[str]:
 
 
 def _body_value(body: dict[str, Any] | None) -> Any:
-    """JSON bodies compare as values (a text ``{}`` equals a JSON ``{}``), others as bytes."""
+    """JSON bodies compare as values (a text ``{}`` equals a JSON ``{}``), others as bytes.
+
+    No body, ``{}`` and ``null`` all mean "no parameters" to the API, so they compare equal.
+    """
     if body and "json" in body:
-        return body["json"]
-    raw = body_bytes(body)
-    try:
-        return json.loads(raw) if raw.strip() else raw
-    except ValueError:
-        return raw
+        value = body["json"]
+    else:
+        raw = body_bytes(body)
+        try:
+            value = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            return raw
+    return None if value in ({}, None) else value
 
 
 def _body_differences(recorded: dict[str, Any] | None, actual: dict[str, Any] | None) -> list[str]:
@@ -77,6 +82,8 @@ def _body_differences(recorded: dict[str, Any] | None, actual: dict[str, Any] | 
         return []
 
     def lines(value: Any) -> list[str]:
+        if value is None:
+            return ["(no body)"]
         if isinstance(value, bytes):
             return value.decode("utf-8", errors="replace").splitlines() or [""]
         return json.dumps(value, indent=2, sort_keys=True).splitlines()

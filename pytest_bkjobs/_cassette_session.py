@@ -27,6 +27,7 @@ from ._cassette import (
     MODES,
     CassetteError,
     CassetteExhaustedError,
+    CassetteFormatError,
     CassetteMissError,
     CassetteNotFoundError,
     DropInteraction,
@@ -77,6 +78,12 @@ def _strip_path(url: str) -> str:
     return url.rstrip("/")
 
 
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, as written in it."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 class CassetteSession:
     """Holds one cassette's interactions and answers requests from it (or records them)."""
 
@@ -92,11 +99,16 @@ class CassetteSession:
         self.replaying = self.mode == "none" or (self.mode == "once" and exists)
         if self.mode != "all" and (exists or self.mode == "none"):
             try:
-                data = load_cassette(options.path)
+                data = load_cassette(options.path, self.where)
             except CassetteNotFoundError:
                 raise CassetteNotFoundError(
                     f"no cassette for {options.test_id} at {self.where}: nothing to replay.\n"
                     f"Record it with: {options.rerecord}"
+                ) from None
+            except CassetteFormatError as exc:
+                raise CassetteFormatError(
+                    f"{exc}\n  test: {options.test_id}\nThe file is left as it is: fix or delete"
+                    f" it, or record it again with: {options.rerecord}"
                 ) from None
             self.recorded = list(data["interactions"])
             self.base_url = data.get("base_url")
@@ -146,17 +158,18 @@ class CassetteSession:
         return sorted(found, key=len, reverse=True)
 
     def owns(self, request: httpx.Request) -> bool:
-        """True for requests to the Buildkite API base URL (or the recorded/forwarded one)."""
-        url = str(request.url)
-        return any(url == p or url.startswith((p + "/", p + "?")) for p in self._prefixes())
+        """True for requests to the API's origin (configured, default, or recorded base URL)."""
+        return _origin(str(request.url)) in {_origin(p) for p in self._prefixes()}
 
     def _target(self, request: httpx.Request) -> str:
+        """Where a recorded request goes: the same path under the API URL we record against."""
         url = str(request.url)
         api = _strip_path(self.options.api_url)
         for prefix in self._prefixes():
             if url == prefix or url.startswith((prefix + "/", prefix + "?")):
                 return api + url[len(prefix) :]
-        return url
+        origin = _origin(url)
+        return _origin(api) + url[len(origin) :]
 
     # -- answering ------------------------------------------------------------------------------
 

@@ -295,11 +295,12 @@ def _marker_options(item: pytest.Item) -> _MarkerOptions:
     try:
         return _signature(*marker.args, **marker.kwargs)
     except (TypeError, ValueError) as exc:
-        pytest.fail(
-            f"bad @pytest.mark.bk_cassette on {item.nodeid}: {exc}\n"
-            f"expected {_MARKER_DOC.split(':', 1)[0]}",
-            pytrace=False,
-        )
+        problem = str(exc)
+    pytest.fail(
+        f"bad @pytest.mark.bk_cassette on {item.nodeid}: {problem}\n"
+        f"expected {_MARKER_DOC.split(':', 1)[0]}",
+        pytrace=False,
+    )
 
 
 # -- the cassette fixture -----------------------------------------------------------------------
@@ -343,7 +344,8 @@ def _start(request: pytest.FixtureRequest) -> CassetteSession:
     try:
         return CassetteSession(session_options)
     except CassetteError as exc:
-        pytest.fail(f"bkjobs: {exc}", pytrace=False)
+        problem = str(exc)
+    pytest.fail(f"bkjobs: {problem}", pytrace=False)  # outside ``except``: no chained traceback
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
