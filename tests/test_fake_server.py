@@ -277,3 +277,24 @@ def test_a_busy_port_is_a_clear_error(fake: FakeBuildkite, server: str) -> None:
     busy = fake.serve(port=port)
     with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{port}.*port 0"):
         busy.__enter__()
+
+
+def test_stop_while_a_client_is_stuck_mid_download(fake: FakeBuildkite) -> None:
+    number = fake.add_build("p")
+    job_id = fake.add_job("p", number, log=SyntheticLog(64 * 1024 * 1024))
+    before = _fake_threads()
+    with fake.serve() as url:
+        stuck = _connection(url)
+        stuck.request("GET", f"/v2/organizations/acme/jobs/{job_id}/log.txt", headers=AUTH)
+        answer = stuck.getresponse()
+        assert len(answer.read(1024 * 1024)) == 1024 * 1024  # then stop reading
+        gone = _connection(url)  # a client that hangs up mid-body does not hurt the server
+        gone.request("GET", f"/v2/organizations/acme/jobs/{job_id}/log.txt", headers=AUTH)
+        assert len(gone.getresponse().read(1000)) == 1000
+        gone.close()
+        with JobsClient(token=TOKEN, org="acme", base_url=url) as client:
+            assert client.get_job_log_size(job_id) == 64 * 1024 * 1024
+        started = time.monotonic()
+    assert time.monotonic() - started < 3
+    assert _fake_threads() == before
+    stuck.close()
