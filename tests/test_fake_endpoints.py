@@ -642,3 +642,31 @@ def test_requests_are_recorded_without_the_token(door: Door, sample: SampleBuild
     assert last.headers["authorization"] == "Bearer ***"
     assert TOKEN not in repr(door.fake.requests)
     assert last.url.startswith(door.base_url)
+
+
+def test_every_single_job_endpoint_on_the_build_scoped_route(
+    door: Door, sample: SampleBuild
+) -> None:
+    client = door.client()
+    where = {"pipeline": sample.pipeline, "build": sample.number}
+    failed = sample.job_ids["failed"]
+    assert client.get_job(failed, **where).id == failed
+    assert client.reprioritize_job(failed, 2, **where).priority == 2
+    assert client.get_job_env(failed, **where)["BUILDKITE_JOB_ID"] == failed
+    assert "BUILDKITE_JOB_ID=" in client.get_job_env_text(failed, **where)
+    raw = door.fake.log(failed)
+    assert client.get_job_log(failed, **where).size == len(raw)
+    assert client.get_job_log_text(failed, **where, tail=7) == raw[-7:].decode()
+    assert "term-container" in client.get_job_log_html(failed, **where)
+    assert client.get_job_log_size(failed, **where) == len(raw)
+    with client.stream_job_log(failed, **where) as chunks:
+        assert b"".join(chunks) == raw
+    assert client.unblock_job(sample.job_ids["manual"], **where).state is JobState.UNBLOCKED
+    new = client.retry_job(failed, **where)
+    assert new.build_url is not None
+    assert new.build_url.endswith(f"/pipelines/{sample.pipeline}/builds/{sample.number}")
+    client.delete_job_log(failed, **where)
+    assert client.get_job_log_size(failed, **where) == 0
+    paths = [r.path for r in door.fake.requests]
+    scoped = f"/v2/organizations/{ORG}/pipelines/{sample.pipeline}/builds/{sample.number}/jobs/"
+    assert all(p.startswith(scoped) for p in paths)
