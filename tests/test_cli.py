@@ -141,6 +141,23 @@ def test_get_a_given_job_uses_the_org_scoped_route(
     assert fake.requests[-1].path == f"/v2/organizations/acme/jobs/{job_id}"
 
 
+def test_a_given_job_with_pipeline_and_build_uses_the_build_scoped_route(
+    bk: Runner, sample: SampleBuild, fake: FakeBuildkite
+) -> None:
+    job_id = sample.job_ids["passed"]
+    argv = ["get", job_id, "--pipeline", "sample-app", "--build", str(sample.number)]
+    assert bk(*argv).code == 0
+    assert fake.requests[-1].path.endswith(
+        f"/pipelines/sample-app/builds/{sample.number}/jobs/{job_id}"
+    )
+
+
+def test_log_of_the_current_job(bk: Runner, sample: SampleBuild) -> None:
+    result = bk("log", "--strip")
+    assert result.code == 0
+    assert result.out.splitlines()[-1] == "--- Looking for failed jobs"
+
+
 def test_env_redacts_secrets_unless_revealed(bk: Runner, sample: SampleBuild) -> None:
     result = bk("env")
     env = parse_env_text(result.out)
