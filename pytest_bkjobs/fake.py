@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -71,7 +72,14 @@ def _check_scopes(scopes: Iterable[str] | None) -> frozenset[str]:
         return ALL_SCOPES
     if isinstance(scopes, str):
         raise TypeError(f"scopes must be a list of scope names, not the string {scopes!r}")
-    return frozenset(scopes)
+    chosen = frozenset(scopes)
+    for scope in chosen:
+        if not isinstance(scope, str) or not re.fullmatch(r"(read|write)_[a-z_]+", scope):
+            raise ValueError(
+                f"unknown scope {scope!r}: Buildkite scopes look like read_builds or"
+                f" write_build_logs (the Jobs API uses {', '.join(sorted(ALL_SCOPES))})"
+            )
+    return chosen
 
 
 class FakeBuildkite:

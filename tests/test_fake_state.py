@@ -415,3 +415,16 @@ def test_get_build_gives_the_build_with_its_jobs() -> None:
     assert [j["id"] for j in data["jobs"]] == fake.job_ids(sample.pipeline, sample.number)
     missing = raw.get(f"/organizations/{ORG}/pipelines/{sample.pipeline}/builds/99")
     assert missing.json() == {"message": "No build found"}
+
+
+def test_scopes_are_checked_when_the_fake_is_built() -> None:
+    with pytest.raises(ValueError, match="unknown scope 'read-builds'"):
+        _fake(scopes=["read-builds"])
+    with pytest.raises(TypeError, match="not the string"):
+        _fake(scopes="read_builds")
+    narrow = _fake(scopes=["read_builds"])
+    sample = narrow.sample_build()
+    client = narrow.client()
+    assert client.get_job(sample.current_job_id).id == sample.current_job_id
+    with pytest.raises(Exception, match="read_job_env"):
+        client.get_job_env(sample.current_job_id)
