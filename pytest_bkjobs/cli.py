@@ -74,6 +74,7 @@ class Where:
     build: int | None
     job_id: str | None
     explicit_build: bool  # --pipeline and --build given on the command line
+    bad_build: str | None = None  # a BUILDKITE_BUILD_NUMBER that is not a build number
 
 
 def _where(args: argparse.Namespace, environ: dict[str, str]) -> Where:
@@ -82,14 +83,13 @@ def _where(args: argparse.Namespace, environ: dict[str, str]) -> Where:
         return value if value is not None else (environ.get(var, "").strip() or None)
 
     build: int | None = getattr(args, "build", None)
+    bad_build = None
     if build is None:
         text = environ.get("BUILDKITE_BUILD_NUMBER", "").strip()
-        if text:
-            if not text.isdigit():
-                raise ConfigurationError(
-                    f"BUILDKITE_BUILD_NUMBER must be the build number, got {text!r}; pass --build"
-                )
+        if text.isdigit() and int(text) > 0:
             build = int(text)
+        elif text:
+            bad_build = text  # an error only for the commands that need the build
     return Where(
         org=pick("org", "BUILDKITE_ORGANIZATION_SLUG"),
         pipeline=pick("pipeline", "BUILDKITE_PIPELINE_SLUG"),
@@ -97,12 +97,18 @@ def _where(args: argparse.Namespace, environ: dict[str, str]) -> Where:
         job_id=pick("job", "BUILDKITE_JOB_ID"),
         explicit_build=getattr(args, "pipeline", None) is not None
         and getattr(args, "build", None) is not None,
+        bad_build=bad_build,
     )
 
 
 def _need_build(where: Where) -> tuple[str, int]:
     if where.pipeline and where.build is not None:
         return where.pipeline, where.build
+    if where.bad_build is not None:
+        raise ConfigurationError(
+            f"BUILDKITE_BUILD_NUMBER must be the build number (a positive integer), got"
+            f" {where.bad_build!r}; pass --build NUMBER"
+        )
     missing = []
     if not where.pipeline:
         missing.append(("BUILDKITE_PIPELINE_SLUG", "--pipeline SLUG"))

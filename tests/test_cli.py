@@ -497,6 +497,17 @@ def test_not_inside_buildkite(bk: Runner, served: str) -> None:
     assert "--org SLUG" in org.err
 
 
+def test_a_bad_build_number_variable_matters_only_where_the_build_is_needed(
+    bk: Runner, sample: SampleBuild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUILDKITE_BUILD_NUMBER", "not-a-number")
+    assert bk("get").code == 0  # falls back to the organisation's route
+    result = bk("list")
+    assert result.code == 1
+    assert "BUILDKITE_BUILD_NUMBER must be the build number" in result.err
+    assert "'not-a-number'; pass --build NUMBER" in result.err
+
+
 def test_401_bad_token(bk: Runner, sample: SampleBuild, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUILDKITE_API_TOKEN", "wrong-secret-value")
     result = bk("get")

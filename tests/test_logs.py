@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_bkjobs.ci import LogSection, split_sections, strip_log
 from tests.conftest import FIXTURES
@@ -180,3 +182,28 @@ def test_header_with_marker_and_colour() -> None:
     assert sections[1].title == ":rocket: Deploy"
     assert sections[1].timestamp_ms == 42
     assert sections[1].text == "line"
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+PLAIN = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x1b\r\n\x07"),
+    max_size=20,
+)
+ESCAPE = st.one_of(
+    st.integers(0, 2**45).map(lambda ms: f"\x1b_bk;t={ms}\x07"),
+    st.lists(st.integers(0, 255), max_size=4).flatmap(
+        lambda params: st.sampled_from("mKJHABCDGf").map(
+            lambda final: "\x1b[" + ";".join(map(str, params)) + final
+        )
+    ),
+    PLAIN.map(lambda payload: f"\x1b]1338;url={payload}\x07"),
+    PLAIN.map(lambda payload: f"\x1b]8;;{payload}\x1b\\"),
+)
+
+
+@given(st.lists(st.tuples(PLAIN, ESCAPE, st.sampled_from(["", "\n", "\r\n", "\r\r\n"]))))
+def test_strip_log_keeps_exactly_the_plain_text(parts: list[tuple[str, str, str]]) -> None:
+    raw = "".join(plain + escape + newline for plain, escape, newline in parts)
+    expected = "".join(plain + ("\n" if newline else "") for plain, _, newline in parts)
+    assert strip_log(raw) == expected
