@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,7 @@ class CassetteSession:
         self.repeats = 0
         self.router: Any = None  # the CassetteRouter, set by whoever starts it
         self._transport: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the connections opened to record."""
@@ -248,8 +250,9 @@ class CassetteSession:
     def _replay(self, request: httpx.Request) -> tuple[httpx.Response | None, dict[str, Any]]:
         __tracebackhide__ = True
         request.read()
-        live = self.options.redactor.request_view(_message_from_request(request))
-        item = self._lookup(live)
+        with self._lock:  # code under test may send from several threads
+            live = self.options.redactor.request_view(_message_from_request(request))
+            item = self._lookup(live)
         if item is None:
             return None, live
         return _response_from(item["response"], request.method), live
@@ -308,19 +311,20 @@ class CassetteSession:
         if original.method.upper() == "HEAD" and "content-length" in answer.headers:
             headers.append(("content-length", answer.headers["content-length"]))
         request_message = _message_from_request(original, uri=str(forward.url))
-        self.options.redactor.request_view(request_message)  # learns the bearer token
-        self.new.append(
-            {
-                "request": request_message,
-                "response": {
-                    "status": answer.status_code,
-                    "reason": answer.reason_phrase,
-                    "http_version": answer.http_version,
-                    "headers": headers_dict(headers),
-                    "body": encode_body(content, answer.headers.get("content-type")),
-                },
-            }
-        )
+        with self._lock:
+            self.options.redactor.request_view(request_message)  # learns the bearer token
+            self.new.append(
+                {
+                    "request": request_message,
+                    "response": {
+                        "status": answer.status_code,
+                        "reason": answer.reason_phrase,
+                        "http_version": answer.http_version,
+                        "headers": headers_dict(headers),
+                        "body": encode_body(content, answer.headers.get("content-type")),
+                    },
+                }
+            )
         if self.org is None:
             match = _ORG_RE.search(urlsplit(str(forward.url)).path)
             self.org = match.group(1) if match else None

@@ -580,7 +580,7 @@ def _terminal_summary(terminalreporter: Any, settings: _Settings) -> None:
     labels = {
         "replayed": "replayed",
         "recorded": "recorded",
-        "not written": "not written (test failed)",
+        "not written": "not written (the test did not pass)",
         "failed": "with errors",
     }
     parts = [f"{counts[k]} {labels[k]}" for k in order if counts.get(k)]

@@ -241,7 +241,7 @@ def test_failing_test_keeps_previous_cassette(
         monkeypatch.setenv("FAIL_IT", "1")
         result = pytester.runpytest(*QUICK, "--bk-record", "--bk-api-url", url)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["bkjobs: cassettes 1 not written (test failed); *"])
+    result.stdout.fnmatch_lines(["bkjobs: cassettes 1 not written (the test did not pass); *"])
     assert path.read_bytes() == before
     assert not list(path.parent.glob("*.part"))
 
