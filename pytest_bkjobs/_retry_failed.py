@@ -24,6 +24,7 @@ from ._errors import (
     APIStatusError,
     BuildkiteError,
     InvalidArgumentError,
+    InvalidResponseError,
     RateLimitError,
     ServerError,
     UnprocessableEntityError,
@@ -109,7 +110,9 @@ def _outcome(job: Job, outcome: str, **kw: Any) -> JobOutcome:
     )
 
 
-_UNKNOWN_ERRORS = (APIConnectionError, ServerError)
+# Errors after which a PUT may have been executed: a 2xx with an unreadable body is one too.
+_UNKNOWN_ERRORS = (APIConnectionError, ServerError, InvalidResponseError)
+_TRANSIENT_ERRORS = (APIConnectionError, ServerError, RateLimitError)
 
 
 def _is_abort(exc: BaseException) -> bool:
@@ -192,6 +195,17 @@ class _Waiting:
         )
         if job.is_finished:
             del self.pending[index]
+
+    def poll_failed(self, run: _Run, index: int, job_id: str, exc: BuildkiteError) -> None:
+        """Poll again after a passing failure; give up on this job (not the run) otherwise."""
+        if isinstance(exc, _TRANSIENT_ERRORS):
+            run.progress(f"could not poll job {job_id} ({exc}); trying again")
+            return
+        # The retries are sent: losing the whole report over one unreadable job would be worse.
+        del self.pending[index]
+        why = f"stopped waiting: polling job {job_id} failed ({exc})"
+        self.outcomes[index] = replace(self.outcomes[index], finished=False, reason=why)
+        run.progress(why)
 
     def report(self, run: _Run, elapsed: float) -> None:
         """Tell progress when a job finished, and at least every ``PROGRESS_EVERY`` seconds."""
@@ -306,8 +320,8 @@ def _wait(
         for index, job_id in list(waiting.pending.items()):
             try:
                 job = client.get_job(job_id, pipeline=run.ctx.pipeline, build=run.ctx.build)
-            except (APIConnectionError, ServerError, RateLimitError) as exc:
-                run.progress(f"could not poll job {job_id} ({exc}); trying again")
+            except BuildkiteError as exc:
+                waiting.poll_failed(run, index, job_id, exc)
                 continue
             waiting.update(index, job)
         elapsed = clock() - start
@@ -428,8 +442,8 @@ async def _async_wait(
         try:
             async with semaphore:
                 job = await client.get_job(job_id, pipeline=run.ctx.pipeline, build=run.ctx.build)
-        except (APIConnectionError, ServerError, RateLimitError) as exc:
-            run.progress(f"could not poll job {job_id} ({exc}); trying again")
+        except BuildkiteError as exc:
+            waiting.poll_failed(run, index, job_id, exc)
             return
         waiting.update(index, job)
 

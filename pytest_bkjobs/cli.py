@@ -278,7 +278,7 @@ def cmd_retry(args: argparse.Namespace, where: Where, state: _State) -> int:
     with _client(args, where, state) as client:
         try:
             new = client.retry_job(job_id, **route)
-        except (APIConnectionError, ServerError) as exc:
+        except (APIConnectionError, ServerError, InvalidResponseError) as exc:
             # The PUT may have been executed: look instead of sending it again.
             try:
                 old = client.get_job(job_id, **route)

@@ -338,6 +338,8 @@ class MiniBuildkite:
             raise httpx.ReadTimeout("timed out", request=request)
         if fault == "502-executed":
             return httpx.Response(502, text="Bad Gateway")
+        if fault == "garbled":  # executed, but a proxy mangled the answer
+            return httpx.Response(200, text="<html>maintenance</html>")
         return httpx.Response(201, json=self._render(new))
 
 
@@ -432,6 +434,7 @@ def test_dry_run_sends_no_retry(make_client: Any) -> None:
     [
         ("lost", "retried", True),  # executed, answer lost: read back, not re-sent
         ("502-executed", "retried", True),
+        ("garbled", "retried", True),
         ("500", "failed", False),  # not executed: unknown, still not re-sent
         ("reset", "failed", False),  # sent, connection reset before an answer
         ("429", "retried", False),  # not executed: waited out and sent again
@@ -585,6 +588,24 @@ def test_poll_errors_are_retried_until_the_timeout(make_client: Any) -> None:
     report = run(make_client(handler), wait=True, progress=messages.append)
     assert report.retried[0].final_state == "passed"
     assert any(m.startswith("could not poll job a-r1") for m in messages)
+
+
+def test_a_poll_that_cannot_succeed_keeps_the_report(make_client: Any) -> None:
+    bk = MiniBuildkite({"id": "a", "state": "failed"}, {"id": "b", "state": "failed"})
+    bk.results = {"a": "passed", "b": "passed"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.endswith("/b-r1"):
+            return httpx.Response(403, json={"message": "Your access token doesn't have it"})
+        return bk.handler(request)
+
+    report = run(make_client(handler), wait=True)
+    assert [(o.job_id, o.final_state, o.finished) for o in report.retried] == [
+        ("a", "passed", True),
+        ("b", None, False),
+    ]
+    assert (report.retried[1].reason or "").startswith("stopped waiting: polling job b-r1 failed")
+    assert report.exit_code == 3
 
 
 @pytest.mark.parametrize(
