@@ -624,7 +624,14 @@ def test_json_before_or_after_the_command(bk: Runner, sample: SampleBuild) -> No
 # -- demo and cassettes -------------------------------------------------------------------------
 
 
-def test_demo_in_process(bk: Runner, clean_env: Path) -> None:
+def test_demo_in_process(bk: Runner, clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def no_network(*args: object) -> None:
+        raise AssertionError("the demo opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "bind", no_network)
     result = bk("demo")
     assert result.code == 0
     assert "3 retried, 0 failed, 1 skipped, 2 of 3 retries passed" in result.out
