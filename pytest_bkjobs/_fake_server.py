@@ -81,11 +81,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         length = self.headers.get("Content-Length")
-        if length and length != "0" and hasattr(socket, "TCP_QUICKACK"):
-            # The client sends the body in a second write and waits (Nagle) for our ACK of
-            # the headers: acknowledge at once instead of after the ~40 ms delayed-ACK timer.
-            with contextlib.suppress(OSError):
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = self._read_chunked()
         else:

@@ -48,6 +48,7 @@ class Door:
     factory: ClientFactory
     _loop: asyncio.AbstractEventLoop | None = None
     _closers: list[Any] = field(default_factory=list)
+    _raw: dict[str, httpx.Client] = field(default_factory=dict)
 
     def client(self, **kwargs: Any) -> Any:
         kwargs.setdefault("token", TOKEN)
@@ -73,6 +74,8 @@ class Door:
 
     def raw(self, token: str = TOKEN) -> httpx.Client:
         """A plain httpx client, to send what our client refuses to send."""
+        if token in self._raw:
+            return self._raw[token]  # building an httpx.Client costs ~30 ms (SSL context)
         transport = self.fake.transport() if self.kind == "inprocess" else None
         raw = httpx.Client(
             base_url=self.base_url,
@@ -80,6 +83,7 @@ class Door:
             headers={"Authorization": f"Bearer {token}"} if token else {},
         )
         self._closers.append(raw.close)
+        self._raw[token] = raw
         return raw
 
     def close(self) -> None:
