@@ -57,6 +57,12 @@ class _Stream(httpx.SyncByteStream, httpx.AsyncByteStream):
             yield chunk
 
 
+def _check_polls(after_polls: object) -> int:
+    if isinstance(after_polls, bool) or not isinstance(after_polls, int) or after_polls < 0:
+        raise ValueError(f"after_polls must be an integer >= 0, got {after_polls!r}")
+    return after_polls
+
+
 def _check_outcome(outcome: Outcome) -> None:
     if callable(outcome) or (isinstance(outcome, int) and not isinstance(outcome, bool)):
         return
@@ -306,13 +312,14 @@ class FakeBuildkite:
                 self._state.retry_script = None
                 return
             _check_outcome(outcome)
-            self._state.retry_script = Script(outcome, after_polls)
+            self._state.retry_script = Script(outcome, _check_polls(after_polls))
 
     def script_job(self, job_id: str, outcome: Outcome, *, after_polls: int = 2) -> None:
         """Make one job finish on its own after ``after_polls`` GETs (see ``on_retry``)."""
         _check_outcome(outcome)
+        script = Script(outcome, _check_polls(after_polls))
         with self._backend.lock:
-            self._job(job_id).script = Script(outcome, after_polls)
+            self._job(job_id).script = script
 
     # -- rate limits, latency and faults --------------------------------------------------------
 
@@ -320,6 +327,11 @@ class FakeBuildkite:
         self, org: int | None = None, user: int | None = None, *, window: float = 60.0
     ) -> None:
         """Enforce per-organisation and per-user request limits per ``window`` seconds."""
+        for name, limit in (("org", org), ("user", user)):
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+                raise ValueError(f"{name} limit must be an integer or None, got {limit!r}")
+        if not window > 0:
+            raise ValueError(f"window must be a positive number of seconds, got {window!r}")
         with self._backend.lock:
             self._backend.org_limit, self._backend.user_limit = org, user
             self._backend.window = window

@@ -205,6 +205,10 @@ def test_script_job_and_outcome_validation() -> None:
     assert fake.client().get_job(job_id).state is JobState.CANCELED
     with pytest.raises(ValueError, match="outcome must be one of"):
         fake.on_retry("exploded")
+    with pytest.raises(ValueError, match="after_polls must be an integer >= 0"):
+        fake.on_retry("passed", after_polls=-1)
+    with pytest.raises(ValueError, match="user limit must be an integer"):
+        fake.set_rate_limits(user=2.5)  # type: ignore[arg-type]
     fake.on_retry(None)
 
 
