@@ -150,3 +150,14 @@ def test_max_attempts_counts_earlier_retries(
     third = run(flavour, fake, ctx, max_attempts=2)
     assert len(third.retried) == 3
     assert [fake.retry_calls(sample.job_ids[role]) for role in CHOSEN] == [1, 1, 1]
+
+
+def test_the_offline_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "examples" / "retry_failed_offline.py"
+    assert runpy.run_path(str(example))["main"]() == 0
+    out = capsys.readouterr().out
+    assert "3 retried, 0 failed, 1 skipped, 3 of 3 retries passed" in out
+    assert "| Job | Step key | State | Outcome | New job | Retry ended | Details |" in out
