@@ -79,6 +79,15 @@ def _strip_path(url: str) -> str:
     return url.rstrip("/")
 
 
+def _org_of(interactions: list[Interaction]) -> str | None:
+    """The organisation slug in the first recorded URL that has one."""
+    for item in interactions:
+        match = _ORG_RE.search(urlsplit(str(item["request"]["uri"])).path)
+        if match:
+            return match.group(1)
+    return None
+
+
 def _origin(url: str) -> str:
     """``scheme://host[:port]`` of a URL, as written in it."""
     parts = urlsplit(url)
@@ -113,7 +122,7 @@ class CassetteSession:
                 ) from None
             self.recorded = list(data["interactions"])
             self.base_url = data.get("base_url")
-            self.org = data.get("org")
+            self.org = data.get("org") or _org_of(self.recorded)
         self.played = [False] * len(self.recorded)
         self.repeats = 0
         self.router: Any = None  # the CassetteRouter, set by whoever starts it
@@ -326,8 +335,7 @@ class CassetteSession:
                 }
             )
         if self.org is None:
-            match = _ORG_RE.search(urlsplit(str(forward.url)).path)
-            self.org = match.group(1) if match else None
+            self.org = _org_of(self.new)
         return httpx.Response(
             answer.status_code,
             headers=headers,

@@ -57,6 +57,7 @@ SETTINGS = pytest.StashKey[_Settings]()
 PATH_KEY = pytest.StashKey[Path]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 SUMMARY_KEY = pytest.StashKey[dict[str, Any]]()
+CLASH_KEY = pytest.StashKey[str]()
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -228,16 +229,21 @@ def pytest_collection_modifyitems(
         path = Path(path) if path is not None else default_cassette_path(item, config)
         item.stash[PATH_KEY] = path
         owners.setdefault(path, []).append(item.nodeid)
-    clashes = {path: ids for path, ids in owners.items() if len(ids) > 1}
-    if clashes:
-        lines = ["bkjobs: several tests would use the same cassette file:"]
-        for path, ids in clashes.items():
-            lines.append(f"  {_display(config, path)}: {', '.join(ids)}")
-        lines.append(
-            "Give each one its own name with @pytest.mark.bk_cassette('some-name'), or return"
+    for path, ids in owners.items():
+        if len(ids) < 2:
+            continue
+        message = (
+            f"bkjobs: several tests would use the same cassette file {_display(config, path)}:\n"
+            + "".join(f"  {nodeid}\n" for nodeid in ids)
+            + "Give each one its own name with @pytest.mark.bk_cassette('some-name'), or return"
             " distinct paths from pytest_bkjobs_cassette_path."
         )
-        raise pytest.UsageError("\n".join(lines))
+        # A failed collect report: pytest (and each xdist worker) stops with a collection error.
+        report = pytest.CollectReport(ids[0], "failed", message, [])
+        config.hook.pytest_collectreport(report=report)
+        for item in items:
+            if item.nodeid in ids:  # under xdist the run goes on: never let them race
+                item.stash[CLASH_KEY] = message
 
 
 def _display(config: pytest.Config, path: Path) -> str:
@@ -320,6 +326,9 @@ def _start(request: pytest.FixtureRequest) -> CassetteSession:
     from ._config import DEFAULT_BASE_URL, TOKEN_VAR, URL_VAR
 
     item, config = request.node, request.config
+    clash = item.stash.get(CLASH_KEY, None)
+    if clash is not None:
+        pytest.fail(clash, pytrace=False)
     settings = config.stash[SETTINGS]
     options = _marker_options(item)
     if settings.mode_from_cli or options.record_mode is None:
@@ -459,7 +468,7 @@ def _client_kwargs(session: CassetteSession) -> dict[str, Any]:
     if session.replaying:
         return {
             "token": _REPLAY_TOKEN,
-            "org": session.org or org or "acme",
+            "org": session.org or org or "unknown-org",  # a cassette without requests
             "base_url": session.base_url or session.options.api_url,
         }
     token = environ.get(TOKEN_VAR, "").strip()

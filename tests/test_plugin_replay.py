@@ -459,12 +459,16 @@ def test_same_cassette_path_is_a_collection_error(pytester: pytest.Pytester) -> 
         """
     )
     result = run(pytester)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
         [
-            "ERROR: bkjobs: several tests would use the same cassette file:",
-            "  cassettes/test_mod/shared.json: test_mod.py::test_one, test_mod.py::test_two",
+            "*ERROR collecting test_mod.py*",
+            "bkjobs: several tests would use the same cassette file"
+            " cassettes/test_mod/shared.json:",
+            "  test_mod.py::test_one",
+            "  test_mod.py::test_two",
             "Give each one its own name with @pytest.mark.bk_cassette('some-name'), or return*",
+            "*Interrupted: 1 error during collection*",
         ]
     )
 
