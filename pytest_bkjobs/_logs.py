@@ -7,10 +7,12 @@ progress redraws), and line endings mix ``\\r\\n`` and ``\\r\\r\\n``.
 
 from __future__ import annotations
 
+import codecs
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["LogSection", "split_sections", "strip_log"]
+__all__ = ["LogSection", "iter_strip_log", "split_sections", "strip_log"]
 
 # One alternation so a single left-to-right pass sees each escape exactly once; the timestamp
 # marker comes first because it is itself an APC string.
@@ -48,6 +50,27 @@ def strip_log(
     if redraws:
         cleaned = "\n".join(_last_redraw(line) for line in cleaned.split("\n"))
     return cleaned
+
+
+def iter_strip_log(
+    chunks: Iterable[bytes], *, timestamps: bool = True, ansi: bool = True, redraws: bool = False
+) -> Iterator[str]:
+    """``strip_log`` over a byte stream (``stream_job_log``), one run of whole lines at a time.
+
+    Only complete lines are cleaned, so an escape or a ``\r\r\n`` split between two chunks
+    is handled; memory stays bounded by the longest line.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    for chunk in chunks:
+        pending += decoder.decode(chunk)
+        cut = pending.rfind("\n") + 1
+        if cut:
+            yield strip_log(pending[:cut], timestamps=timestamps, ansi=ansi, redraws=redraws)
+            pending = pending[cut:]
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield strip_log(pending, timestamps=timestamps, ansi=ansi, redraws=redraws)
 
 
 def _last_redraw(line: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._errors import ConfigurationError, InvalidArgumentError
-from ._logs import LogSection, split_sections, strip_log
+from ._logs import LogSection, iter_strip_log, split_sections, strip_log
 from ._retry_failed import async_retry_failed_siblings, retry_failed_siblings
 from ._retry_model import (
     EXIT_FAILED,
@@ -60,6 +60,7 @@ __all__ = [
     "current_job_env",
     "current_job_log",
     "download_current_job_log",
+    "iter_strip_log",
     "retry_failed_siblings",
     "select_job",
     "split_sections",

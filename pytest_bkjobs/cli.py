@@ -220,22 +220,35 @@ def cmd_env(args: argparse.Namespace, where: Where, state: _State) -> int:
 
 
 def cmd_log(args: argparse.Namespace, where: Where, state: _State) -> int:
-    from ._files import check_destination, write_atomic
-    from ._logs import strip_log
+    from ._files import atomic_writer, check_destination, write_atomic
+    from ._logs import iter_strip_log, strip_log
 
     job_id, route = _job_route(args, where)
     fmt = "json" if args.json and not args.output else args.format
     if args.output:
         check_destination(args.output)
     with _client(args, where, state) as client:
-        if fmt == "text" and not args.strip and args.tail is None:
-            if args.output:
+        if fmt == "text" and args.tail is None:
+            # Streamed: a log can be up to 1 GiB, so it is never held whole in memory.
+            if args.output and not args.strip:
                 size = client.download_job_log(job_id, args.output, **route)
                 return _wrote(args, size)
             with client.stream_job_log(job_id, **route) as chunks:
+                pieces = (
+                    (piece.encode("utf-8") for piece in iter_strip_log(chunks))
+                    if args.strip
+                    else chunks
+                )
+                if args.output:
+                    size = 0
+                    with atomic_writer(args.output) as handle:
+                        for piece in pieces:
+                            handle.write(piece)
+                            size += len(piece)
+                    return _wrote(args, size)
                 out = sys.stdout.buffer
-                for chunk in chunks:
-                    out.write(chunk)
+                for piece in pieces:
+                    out.write(piece)
                 out.flush()
             return EXIT_OK
         if fmt == "json":
@@ -253,7 +266,7 @@ def cmd_log(args: argparse.Namespace, where: Where, state: _State) -> int:
             text += "\n"
         elif fmt == "html":
             text = client.get_job_log_html(job_id, **route)
-        else:
+        else:  # the last --tail bytes
             text = client.get_job_log_text(job_id, tail=args.tail, **route)
             if args.strip:
                 text = strip_log(text)

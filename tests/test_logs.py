@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_bkjobs.ci import LogSection, split_sections, strip_log
+from pytest_bkjobs.ci import LogSection, iter_strip_log, split_sections, strip_log
 from tests.conftest import FIXTURES
 
 LOGS = FIXTURES / "logs"
@@ -102,6 +102,24 @@ def test_playwright_log_cursor_moves(playwright_log: str) -> None:
     )
     assert text.split("\n")[0].startswith("$ npx playwright test")
     assert text.endswith("Done in 96.34s.")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in LOGS.iterdir()))
+@pytest.mark.parametrize("size", [1, 7, 4096])
+@pytest.mark.parametrize("redraws", [False, True])
+def test_iter_strip_log_matches_strip_log_whatever_the_chunks(
+    name: str, size: int, redraws: bool
+) -> None:
+    raw = (LOGS / name).read_bytes()
+    chunks = (raw[i : i + size] for i in range(0, len(raw), size))
+    streamed = "".join(iter_strip_log(chunks, redraws=redraws))
+    assert streamed == strip_log(raw.decode("utf-8"), redraws=redraws)
+
+
+def test_iter_strip_log_splits_a_multibyte_character_and_a_crlf() -> None:
+    raw = "👍 ok\r\r\n\x1b_bk;t=1\x07next".encode()
+    chunks = [raw[:2], raw[2:8], raw[8:9], raw[9:]]
+    assert list(iter_strip_log(chunks)) == ["👍 ok\n", "next"]
 
 
 def test_split_sections_bash_example_counts(bash_log: str) -> None:
