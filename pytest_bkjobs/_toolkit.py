@@ -59,7 +59,17 @@ def select_hook(manager: pluggy.PluginManager) -> SelectHook | None:
         return None
 
     def hook(job: Job, ctx: BuildContext) -> bool | None:
-        result = caller(job=job, ctx=ctx)
+        try:
+            result = caller(job=job, ctx=ctx)
+        except Exception as exc:  # a bug in a plugin, not in pytest-bkjobs
+            plugins = ", ".join(
+                getattr(impl.plugin, "__name__", impl.plugin_name)
+                for impl in caller.get_hookimpls()
+            )
+            raise ConfigurationError(
+                f"a bkjobs_select_job hook raised {type(exc).__name__}: {exc} (plugins: {plugins});"
+                " fix the plugin or run without it"
+            ) from exc
         return None if result is None else bool(result)
 
     return hook

@@ -696,3 +696,21 @@ def test_plugin_manager_hooks() -> None:
     typo.bkjobs_select_jobs = bkjobs_hookimpl(lambda job, ctx: True)  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError, match="implements an unknown hook"):
         plugin_manager([typo], entry_points=False)
+
+
+def test_a_failing_hook_is_named() -> None:
+    import types
+
+    from pytest_bkjobs._toolkit import load_select_hook
+    from pytest_bkjobs.hookspecs import bkjobs_hookimpl
+
+    def broken(job: Job, ctx: BuildContext) -> bool:
+        raise KeyError("exit_status")
+
+    plugin = types.ModuleType("broken_plugin")
+    plugin.bkjobs_select_job = bkjobs_hookimpl(broken)  # type: ignore[attr-defined]
+    hook = load_select_hook([plugin], entry_points=False)
+    assert hook is not None
+    with pytest.raises(ConfigurationError, match="hook raised KeyError: 'exit_status'") as info:
+        hook(job(), CTX)
+    assert "plugins: broken_plugin" in str(info.value)
