@@ -126,14 +126,14 @@ class CassetteSession:
         self.played = [False] * len(self.recorded)
         self.repeats = 0
         self.router: Any = None  # the CassetteRouter, set by whoever starts it
-        self._transport: httpx.HTTPTransport | None = None
+        self._transports: dict[str | None, httpx.HTTPTransport] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the connections opened to record."""
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        while self._transports:
+            _, transport = self._transports.popitem()
+            transport.close()
 
     @property
     def path(self) -> Path:
@@ -273,9 +273,12 @@ class CassetteSession:
         if response is not None:
             return response
         forward = self._forward_request(request)
-        if self._transport is None:
-            self._transport = httpx.HTTPTransport(verify=_ssl_context())
-        answer = self._transport.handle_request(forward)
+        proxy = _proxy_for(str(forward.url))
+        transport = self._transports.get(proxy)
+        if transport is None:
+            transport = httpx.HTTPTransport(verify=_ssl_context(), proxy=proxy)
+            self._transports[proxy] = transport
+        answer = transport.handle_request(forward)
         try:
             answer.read()
         finally:
@@ -290,7 +293,8 @@ class CassetteSession:
             return response
         forward = self._forward_request(request)
         # One transport per request: an async pool is bound to the loop that opened it.
-        async with httpx.AsyncHTTPTransport(verify=_ssl_context()) as transport:
+        proxy = _proxy_for(str(forward.url))
+        async with httpx.AsyncHTTPTransport(verify=_ssl_context(), proxy=proxy) as transport:
             answer = await transport.handle_async_request(forward)
             try:
                 await answer.aread()
@@ -365,6 +369,17 @@ class CassetteSession:
         if self.org:
             data["org"] = self.org
         return data
+
+
+def _proxy_for(url: str) -> str | None:
+    """The ``HTTPS_PROXY``/``HTTP_PROXY`` to record through (honouring ``NO_PROXY``)."""
+    from urllib.request import getproxies, proxy_bypass
+
+    parts = urlsplit(url)
+    proxy = getproxies().get(parts.scheme)
+    if proxy and not proxy_bypass(parts.hostname or ""):
+        return proxy
+    return None
 
 
 @functools.cache

@@ -367,6 +367,7 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
 
 def _finish(request: pytest.FixtureRequest, session: CassetteSession) -> None:
     from ._cassette import save_cassette
+    from ._errors import BuildkiteError
 
     item, config = request.node, request.config
     reports = item.stash.get(REPORTS_KEY, {})
@@ -400,7 +401,19 @@ def _finish(request: pytest.FixtureRequest, session: CassetteSession) -> None:
             config.hook.pytest_bkjobs_scrub_interaction(interaction=interaction, config=config)
 
         data = session.to_file(scrub)
-        save_cassette(session.options.path, data)
+        try:
+            save_cassette(session.options.path, data)
+        except (OSError, BuildkiteError, ValueError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            problem = ""
+        if problem:
+            summary["outcome"] = "not written"
+            pytest.fail(
+                f"bkjobs: could not write the cassette {session.where} of {item.nodeid}:"
+                f" {problem} (the previous file, if any, is unchanged)",
+                pytrace=False,
+            )
         summary["outcome"] = "recorded"
         summary["interactions"] = len(data["interactions"])
         return

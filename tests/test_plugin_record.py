@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -345,3 +346,29 @@ def test_recording_needs_a_token(
         ["*bkjobs: recording test_*::test_x needs BUILDKITE_API_TOKEN in the environment or .env*"]
     )
     assert not list(Path(pytester.path).rglob("*.json"))
+
+
+def test_unwritable_cassette_folder_fails_clearly(
+    pytester: pytest.Pytester, fake: FakeBuildkite
+) -> None:
+    job_id = fake.sample_build().job_ids["passed"]
+    pytester.makepyfile(test_mod=f"def test_a(bk_client):\n    bk_client.get_job({job_id!r})\n")
+    (pytester.path / "cassettes").write_text("a file where the folder should be")
+    with fake.serve() as url:
+        result = pytester.runpytest(*QUICK, "--bk-record", "--bk-api-url", url)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "bkjobs: could not write the cassette cassettes/test_mod/test_a.json of"
+            " test_mod.py::test_a: *Error: * (the previous file, if any, is unchanged)",
+        ]
+    )
+
+
+def test_plugin_import_is_cheap(pytester: pytest.Pytester) -> None:
+    code = (
+        "import sys, pytest_bkjobs.plugin;"
+        "print(sorted(m for m in ('httpx', 'respx', 'pytest_bkjobs._client') if m in sys.modules))"
+    )
+    result = pytester.run(sys.executable, "-c", code)
+    assert result.outlines[-1] == "[]"
