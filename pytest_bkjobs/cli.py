@@ -22,18 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._cli_errors import UsageError, describe_error, scrub
 from ._cli_output import job_details, job_dict, job_line, print_json, progress, report_text
 from ._cli_parser import PROG, build_parser
 from ._errors import (
     APIConnectionError,
-    APIStatusError,
-    AuthenticationError,
     BuildkiteError,
     ConfigurationError,
     InvalidResponseError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
     ServerError,
 )
 
@@ -43,23 +39,6 @@ if TYPE_CHECKING:
     from .ci import BuildContext
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
-#: The token scope each command needs, named in 403 messages that do not say it.
-SCOPES = {
-    "list": "read_builds",
-    "get": "read_builds",
-    "env": "read_job_env",
-    "log": "read_build_logs",
-    "retry": "write_builds",
-    "retry-failed": "write_builds (and read_builds)",
-    "unblock": "write_builds",
-    "reprioritize": "write_builds",
-    "delete-log": "write_build_logs",
-}
-
-
-class UsageError(Exception):
-    """A command line that parses but makes no sense (exit status 2)."""
 
 
 # -- resolving where to act ---------------------------------------------------------------------
@@ -491,64 +470,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Where, _State], int]] = {
 # -- errors -------------------------------------------------------------------------------------
 
 
-def describe_error(exc: BaseException, state: _State) -> str:
-    """One line: what went wrong; what to do."""
-    if isinstance(exc, AuthenticationError):
-        text = (
-            f"Buildkite rejected the API token (401: {exc.message}); set BUILDKITE_API_TOKEN to"
-            " a valid REST API access token (BUILDKITE_AGENT_ACCESS_TOKEN is not one)"
-        )
-    elif isinstance(exc, PermissionDeniedError):
-        scope = exc.required_scope or SCOPES.get(state.command, "the needed")
-        text = (
-            f"the API token may not do this (403: {exc.message}); give the token the {scope}"
-            " scope (Buildkite > Personal Settings > API Access Tokens) or use one that has it"
-        )
-    elif isinstance(exc, NotFoundError):
-        text = (
-            f"not found (404: {exc.message}; {exc.method} {exc.url}); check the job id and"
-            " --org/--pipeline/--build, and that the token can see this organisation"
-        )
-    elif isinstance(exc, RateLimitError):
-        reset = f" in {exc.reset_after:g}s" if exc.reset_after is not None else " soon"
-        text = (
-            f"Buildkite rate limit reached (429, scope {exc.scope or 'unknown'}: {exc.message})"
-            f" and still limited after waiting; it resets{reset}: run again then, or lower"
-            " --concurrency"
-        )
-    elif isinstance(exc, ServerError):
-        text = (
-            f"Buildkite failed ({exc.status_code}: {exc.message}; {exc.method} {exc.url});"
-            " try again later"
-        )
-    elif isinstance(exc, APIStatusError):
-        text = f"Buildkite answered {exc.status_code}: {exc.message} ({exc.method} {exc.url})"
-    elif isinstance(exc, APIConnectionError):
-        where = state.base_url or "the API"
-        text = f"{exc.message}; check the network and --api-url/BUILDKITE_API_URL ({where})"
-    elif isinstance(exc, InvalidResponseError):
-        text = f"{exc}; is --api-url pointing at the Buildkite REST API?"
-    elif isinstance(exc, BuildkiteError | UsageError):
-        text = str(exc)
-    elif isinstance(exc, OSError):
-        text = f"{exc.strerror or exc} ({exc.filename or ''}); check the path and permissions"
-    else:
-        text = (
-            f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for a traceback"
-            " and report it"
-        )
-    return " ".join(text.split())
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def _error(message: str, secrets: Sequence[str] = ()) -> None:
-    print(f"{PROG}: error: {_scrub(message, secrets)}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {scrub(message, secrets)}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -586,8 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except Exception as exc:
         if args.debug:
-            sys.stderr.write(_scrub(traceback.format_exc(), state.secrets))
-        _error(describe_error(exc, state), state.secrets)
+            sys.stderr.write(scrub(traceback.format_exc(), state.secrets))
+        _error(describe_error(exc, state.command, state.base_url), state.secrets)
         return EXIT_ERROR
     finally:
         if handler is not None:

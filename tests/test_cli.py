@@ -17,7 +17,7 @@ import pytest
 
 from pytest_bkjobs import parse_env_text
 from pytest_bkjobs._errors import APIConnectionError
-from pytest_bkjobs.cli import _State, describe_error, main
+from pytest_bkjobs.cli import describe_error, main
 from pytest_bkjobs.fake import FakeBuildkite, SampleBuild
 from tests.conftest import FIXTURES, load_json
 
@@ -558,9 +558,8 @@ def test_debug_shows_a_traceback_without_the_token(
 
 
 def test_connection_error_message() -> None:
-    state = _State(command="get", base_url="http://127.0.0.1:9/v2")
     exc = APIConnectionError("GET http://127.0.0.1:9/v2/x failed: ConnectError: refused")
-    assert describe_error(exc, state) == (
+    assert describe_error(exc, "get", "http://127.0.0.1:9/v2") == (
         "GET http://127.0.0.1:9/v2/x failed: ConnectError: refused; check the network and"
         " --api-url/BUILDKITE_API_URL (http://127.0.0.1:9/v2)"
     )

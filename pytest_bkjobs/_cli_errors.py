@@ -1,0 +1,91 @@
+"""What ``bkjobs`` says when something goes wrong: one line, what happened and what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    BuildkiteError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+)
+
+#: The token scope each command needs, named in 403 messages that do not say it.
+SCOPES = {
+    "list": "read_builds",
+    "get": "read_builds",
+    "env": "read_job_env",
+    "log": "read_build_logs",
+    "retry": "write_builds",
+    "retry-failed": "write_builds (and read_builds)",
+    "unblock": "write_builds",
+    "reprioritize": "write_builds",
+    "delete-log": "write_build_logs",
+}
+
+
+class UsageError(Exception):
+    """A command line that parses but makes no sense (exit status 2)."""
+
+
+def describe_error(exc: BaseException, command: str = "", base_url: str = "") -> str:
+    """One line: what went wrong; what to do."""
+    if isinstance(exc, AuthenticationError):
+        text = (
+            f"Buildkite rejected the API token (401: {exc.message}); set BUILDKITE_API_TOKEN to"
+            " a valid REST API access token (BUILDKITE_AGENT_ACCESS_TOKEN is not one)"
+        )
+    elif isinstance(exc, PermissionDeniedError):
+        scope = exc.required_scope or SCOPES.get(command, "the needed")
+        text = (
+            f"the API token may not do this (403: {exc.message}); give the token the {scope}"
+            " scope (Buildkite > Personal Settings > API Access Tokens) or use one that has it"
+        )
+    elif isinstance(exc, NotFoundError):
+        text = (
+            f"not found (404: {exc.message}; {exc.method} {exc.url}); check the job id and"
+            " --org/--pipeline/--build, and that the token can see this organisation"
+        )
+    elif isinstance(exc, RateLimitError):
+        reset = f" in {exc.reset_after:g}s" if exc.reset_after is not None else " soon"
+        text = (
+            f"Buildkite rate limit reached (429, scope {exc.scope or 'unknown'}: {exc.message})"
+            f" and still limited after waiting; it resets{reset}: run again then, or lower"
+            " --concurrency"
+        )
+    elif isinstance(exc, ServerError):
+        text = (
+            f"Buildkite failed ({exc.status_code}: {exc.message}; {exc.method} {exc.url});"
+            " try again later"
+        )
+    elif isinstance(exc, APIStatusError):
+        text = f"Buildkite answered {exc.status_code}: {exc.message} ({exc.method} {exc.url})"
+    elif isinstance(exc, APIConnectionError):
+        where = base_url or "the API"
+        text = f"{exc.message}; check the network and --api-url/BUILDKITE_API_URL ({where})"
+    elif isinstance(exc, InvalidResponseError):
+        text = f"{exc}; is --api-url pointing at the Buildkite REST API?"
+    elif isinstance(exc, BuildkiteError | UsageError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        text = f"{exc.strerror or exc} ({exc.filename or ''}); check the path and permissions"
+    else:
+        text = (
+            f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for a traceback"
+            " and report it"
+        )
+    return " ".join(text.split())
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """Replace each secret in ``text`` by ``***`` (a last guard: messages never hold one)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
