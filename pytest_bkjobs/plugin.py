@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._cassette import MODES  # standard library only, like everything imported here
+
 if TYPE_CHECKING:
+    from ._cassette_marker import MarkerOptions
     from ._cassette_session import CassetteRouter, CassetteSession
     from ._client import AsyncJobsClient, JobsClient
     from .ci import BuildContext
     from .fake import FakeBuildkite
 
-MODES = ("none", "once", "new_episodes", "all")  # pytest_bkjobs._cassette.MODES, kept import-free
 _MODE_HELP = {
     "none": "replay only",
     "once": "record missing cassettes",
@@ -31,12 +31,6 @@ _MODE_HELP = {
     "all": "re-record every cassette used",
 }
 _CASSETTE_FIXTURES = ("bk_cassette", "bk_router", "bk_client", "bk_async_client")
-_MARKER_DOC = (
-    "bk_cassette(name=None, *, record_mode=None, allow_playback_repeats=False,"
-    " assert_all_played=True, match_on=None): replay (or record) the test's Buildkite API"
-    " requests from a cassette file."
-)
-_MAX_ID = 60
 _REPLAY_TOKEN = "bkjobs-replay-token"
 
 
@@ -146,7 +140,9 @@ def _settings(config: pytest.Config) -> _Settings:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", _MARKER_DOC)
+    from ._cassette_marker import MARKER_DOC
+
+    config.addinivalue_line("markers", MARKER_DOC)
     settings = _settings(config)
     config.stash[SETTINGS] = settings
     config.pluginmanager.register(_Reporter(settings), "bkjobs-reporter")
@@ -166,49 +162,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 # -- cassette paths -----------------------------------------------------------------------------
 
 
-def _safe(text: str) -> str:
-    """File-name-safe text; a changed or long text gets a stable hash so names stay unique."""
-    cleaned = re.sub(r"[^A-Za-z0-9._=+,@-]", "_", text).strip(".") or "_"
-    if cleaned != text or len(cleaned) > _MAX_ID:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-        cleaned = f"{cleaned[:40]}-{digest}"
-    return cleaned
-
-
-def _test_name(item: pytest.Item) -> str:
-    callspec = getattr(item, "callspec", None)
-    base = str(getattr(item, "originalname", None) or item.name.split("[", 1)[0])
-    cls = getattr(item, "cls", None)
-    if cls is not None:
-        base = f"{cls.__name__}.{base}"
-    name = _safe(base)
-    if callspec is not None:
-        name += f"[{_safe(callspec.id)}]"
-    return name
-
-
-def _marker_name(item: pytest.Item) -> str | None:
-    marker = item.get_closest_marker("bk_cassette")
-    if marker is None:
-        return None
-    name = marker.kwargs.get("name", marker.args[0] if marker.args else None)
-    return name if isinstance(name, str) and name else None
-
-
 def default_cassette_path(item: pytest.Item, config: pytest.Config) -> Path:
     """``<test dir>/cassettes/<module>/<test name>.json``, or under ``--bk-cassette-dir``."""
-    settings = config.stash[SETTINGS]
-    test_file = Path(item.path)
-    if settings.cassette_dir is not None:
-        try:
-            relative = test_file.parent.relative_to(config.rootpath)
-        except ValueError:
-            relative = Path()
-        folder = settings.cassette_dir / relative / test_file.stem
-    else:
-        folder = test_file.parent / "cassettes" / test_file.stem
-    name = _marker_name(item)
-    return folder / f"{_safe(name) if name else _test_name(item)}.json"
+    from ._cassette_marker import cassette_path
+
+    return cassette_path(item, config.rootpath, config.stash[SETTINGS].cassette_dir)
 
 
 def _uses_cassette(item: pytest.Item) -> bool:
@@ -253,58 +211,16 @@ def _display(config: pytest.Config, path: Path) -> str:
         return str(path)
 
 
-# -- the marker ---------------------------------------------------------------------------------
+def _marker_options(item: pytest.Item) -> MarkerOptions:
+    from ._cassette_marker import MARKER_DOC, marker_options
 
-
-@dataclass(frozen=True)
-class _MarkerOptions:
-    name: str | None = None
-    record_mode: str | None = None
-    allow_playback_repeats: bool = False
-    assert_all_played: bool = True
-    match_on: tuple[str, ...] | None = None
-
-
-def _signature(
-    name: str | None = None,
-    *,
-    record_mode: str | None = None,
-    allow_playback_repeats: bool = False,
-    assert_all_played: bool = True,
-    match_on: Any = None,
-) -> _MarkerOptions:
-    from ._cassette_match import check_match_on
-
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    if record_mode is not None and record_mode not in MODES:
-        raise ValueError(f"record_mode must be one of {MODES}, got {record_mode!r}")
-    for label, value in (
-        ("allow_playback_repeats", allow_playback_repeats),
-        ("assert_all_played", assert_all_played),
-    ):
-        if not isinstance(value, bool):
-            raise ValueError(f"{label} must be True or False, got {value!r}")
-    return _MarkerOptions(
-        name=name,
-        record_mode=record_mode,
-        allow_playback_repeats=allow_playback_repeats,
-        assert_all_played=assert_all_played,
-        match_on=check_match_on(match_on) if match_on is not None else None,
-    )
-
-
-def _marker_options(item: pytest.Item) -> _MarkerOptions:
-    marker = item.get_closest_marker("bk_cassette")
-    if marker is None:
-        return _MarkerOptions()
     try:
-        return _signature(*marker.args, **marker.kwargs)
+        return marker_options(item)
     except (TypeError, ValueError) as exc:
         problem = str(exc)
     pytest.fail(
         f"bad @pytest.mark.bk_cassette on {item.nodeid}: {problem}\n"
-        f"expected {_MARKER_DOC.split(':', 1)[0]}",
+        f"expected {MARKER_DOC.split(':', 1)[0]}",
         pytrace=False,
     )
 

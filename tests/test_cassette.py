@@ -25,10 +25,10 @@ from pytest_bkjobs._cassette import (
     load_cassette,
     save_cassette,
 )
+from pytest_bkjobs._cassette_marker import safe_name
 from pytest_bkjobs._cassette_match import check_match_on, differences, query_pairs
 from pytest_bkjobs._cassette_redact import Redactor, redactor_for
 from pytest_bkjobs._vcr_convert import convert_file, convert_vcr_yaml
-from pytest_bkjobs.plugin import _safe
 
 from .conftest import FIXTURES, TOKEN
 
@@ -279,13 +279,13 @@ def test_short_values_are_not_treated_as_secrets() -> None:
 
 
 def test_file_names_are_safe_stable_and_unique() -> None:
-    assert _safe("test_a") == "test_a"
+    assert safe_name("test_a") == "test_a"
     long = "x" * 300
-    assert _safe(long) == _safe(long)
-    assert len(_safe(long)) == 51
-    assert _safe("a/b") != _safe("a:b")
-    assert "/" not in _safe("a/b")
-    assert _safe("..") not in (".", "..")
+    assert safe_name(long) == safe_name(long)
+    assert len(safe_name(long)) == 51
+    assert safe_name("a/b") != safe_name("a:b")
+    assert "/" not in safe_name("a/b")
+    assert safe_name("..") not in (".", "..")
 
 
 # -- the VCR converter --------------------------------------------------------------------------

@@ -383,8 +383,8 @@ def test_unplayed_interactions_fail_unless_opted_out(pytester: pytest.Pytester) 
     ("marker", "message"),
     [
         ('record_mode="sometimes"', "record_mode must be one of (*), got 'sometimes'"),
-        ("colour=1", "*got an unexpected keyword argument 'colour'"),
-        ('"a", "b"', "*takes from 0 to 1 positional arguments but 2 were given"),
+        ("colour=1", "bk_cassette() got an unexpected keyword argument 'colour'"),
+        ('"a", "b"', "bk_cassette() takes from 0 to 1 positional arguments but 2 were given"),
         ("assert_all_played=0", "assert_all_played must be True or False, got 0"),
         ('match_on=["method", "colour"]', "match_on has unknown or no names ['colour']; choose*"),
         ("name=''", "name must be a non-empty string, got ''"),
