@@ -87,6 +87,7 @@ def test_streamed_log(bk_client):
     with bk_client.stream_job_log(IDS["passed"], pipeline=PIPE, build=BUILD, chunk_size=64) as c:
         data = b"".join(c)
     assert hashlib.sha256(data).hexdigest() == LOG_SHA
+    assert bk_client.get_job_log_size(IDS["passed"]) == len(data)  # HEAD keeps Content-Length
 
 
 def test_binary_log(bk_client):
@@ -278,6 +279,18 @@ def test_scrub_hook_mutates_and_drops(pytester: pytest.Pytester, fake: FakeBuild
     assert only["request"]["uri"].endswith(ids["passed"])
     assert only["response"]["headers"]["x-scrubbed"] == ["yes"]
     assert "date" not in only["response"]["headers"]
+
+
+def test_bk_redact_env_patterns(pytester: pytest.Pytester, fake: FakeBuildkite) -> None:
+    current = fake.sample_build().job_ids["current"]
+    pytester.makeini("[pytest]\nbk_redact_env =\n    APP_*\n    ci\n")
+    pytester.makepyfile(f"def test_env(bk_client):\n    bk_client.get_job_env({current!r})\n")
+    with fake.serve() as url:
+        pytester.runpytest(*QUICK, "--bk-record", "--bk-api-url", url).assert_outcomes(passed=1)
+    (text,) = cassettes(pytester).values()
+    env = json.loads(text)["interactions"][0]["response"]["body"]["json"]["env"]
+    assert env["APP_ENV"] == env["CI"] == env["DATABASE_PASSWORD"] == "[REDACTED]"
+    assert env["BUILDKITE_PIPELINE_SLUG"] == "sample-app"
 
 
 def test_new_episodes_and_once(pytester: pytest.Pytester, fake: FakeBuildkite) -> None:

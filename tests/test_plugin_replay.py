@@ -307,6 +307,32 @@ def test_all_played_says_so(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_async_clients_get_the_same_errors(pytester: pytest.Pytester) -> None:
+    _poll_cassette(pytester)
+    pytester.makepyfile(
+        test_mod="""
+        import pytest
+        from pytest_bkjobs import CassetteExhaustedError, CassetteMissError
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        @pytest.mark.anyio
+        async def test_a(bk_async_client, bk_cassette):
+            states = [(await bk_async_client.get_job("j-1")).state.value for _ in range(3)]
+            assert states == ["running", "running", "passed"]
+            with pytest.raises(CassetteExhaustedError):
+                await bk_async_client.get_job("j-1")
+            with pytest.raises(CassetteMissError):
+                await bk_async_client.get_job("j-2")
+            assert len(bk_cassette.errors) == 2
+            bk_cassette.errors.clear()  # handled here: no teardown failure
+        """
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
 def test_allow_playback_repeats_replays_the_last_answer(pytester: pytest.Pytester) -> None:
     _poll_cassette(pytester)
     pytester.makepyfile(
