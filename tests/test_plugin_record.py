@@ -385,3 +385,29 @@ def test_plugin_import_is_cheap(pytester: pytest.Pytester) -> None:
     )
     result = pytester.run(sys.executable, "-c", code)
     assert result.outlines[-1] == "[]"
+
+
+def test_recording_reads_the_token_from_dotenv(
+    pytester: pytest.Pytester, fake: FakeBuildkite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BUILDKITE_API_TOKEN")
+    monkeypatch.delenv("BUILDKITE_ORGANIZATION_SLUG")
+    job_id = fake.sample_build().job_ids["passed"]
+    pytester.path.joinpath(".env").write_text(
+        f"BUILDKITE_API_TOKEN={fake.token}\nBUILDKITE_ORGANIZATION_SLUG={fake.org}\n"
+    )
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.bk_cassette("named", record_mode="once")
+        def test_a(bk_client):
+            assert bk_client.get_job({job_id!r}).id == {job_id!r}
+        """
+    )
+    with fake.serve() as url:
+        result = pytester.runpytest(*QUICK, "--bk-api-url", url)  # the marker's mode records
+    result.assert_outcomes(passed=1)
+    (name,) = cassettes(pytester)
+    assert name == "named.json"
+    assert fake.token not in cassettes(pytester)["named.json"]
