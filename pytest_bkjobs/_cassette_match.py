@@ -13,8 +13,9 @@ from ._cassette import body_bytes
 
 __all__ = ["DEFAULT_MATCH_ON", "MATCHERS", "check_match_on", "differences"]
 
-MATCHERS = ("method", "scheme", "host", "port", "path", "query", "body")
-DEFAULT_MATCH_ON: tuple[str, ...] = ("method", "path", "query", "body")
+MATCHERS = ("method", "scheme", "host", "port", "path", "query", "accept", "range", "body")
+#: The log and env endpoints answer JSON, text or a byte range of one URL: Accept and Range count.
+DEFAULT_MATCH_ON: tuple[str, ...] = ("method", "path", "query", "accept", "range", "body")
 _BODY_METHODS = frozenset({"PUT", "POST", "PATCH"})
 
 
@@ -93,6 +94,30 @@ def _body_differences(recorded: dict[str, Any] | None, actual: dict[str, Any] | 
     return ["body differs:", *(f"    {line}" for line in shown)]
 
 
+def _header(message: dict[str, Any], name: str) -> str | None:
+    values = message.get("headers", {}).get(name)
+    return ", ".join(values) if values else None
+
+
+def _media_types(accept: str | None) -> frozenset[str]:
+    if not accept:
+        return frozenset()
+    types = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    return frozenset(types - {"", "*/*"})
+
+
+def _header_differences(recorded: dict[str, Any], actual: dict[str, Any], name: str) -> list[str]:
+    rv, av = _header(recorded, name), _header(actual, name)
+    if name == "accept":
+        # A recording without an Accept header (or with */*) accepts any: VCR files often lack it.
+        rt, at = _media_types(rv), _media_types(av)
+        if not rt or not at or rt == at:
+            return []
+    elif (rv or "").strip() == (av or "").strip():
+        return []
+    return [f"{name} header: recorded {rv!r}, the request has {av!r}"]
+
+
 def differences(
     recorded: dict[str, Any], actual: dict[str, Any], match_on: Sequence[str]
 ) -> list[str]:
@@ -111,6 +136,9 @@ def differences(
         out.append(f"path: recorded {ru.path}, the request has {au.path}")
     if "query" in match_on:
         out.extend(_query_differences(str(recorded["uri"]), str(actual["uri"])))
+    for name in ("accept", "range"):
+        if name in match_on:
+            out.extend(_header_differences(recorded, actual, name))
     if "body" in match_on and am in _BODY_METHODS:
         out.extend(_body_differences(recorded.get("body"), actual.get("body")))
     return out

@@ -191,7 +191,25 @@ def test_method_host_and_path_differences() -> None:
 def test_match_on_is_validated(value: Any) -> None:
     with pytest.raises(ValueError, match="match_on"):
         check_match_on(value)
-    assert check_match_on(None) == ("method", "path", "query", "body")
+    assert check_match_on(None) == ("method", "path", "query", "accept", "range", "body")
+
+
+def test_accept_and_range_headers_tell_log_and_env_formats_apart() -> None:
+    def get(**headers: str) -> dict[str, Any]:
+        return {"method": "GET", "uri": URI, "headers": {k: [v] for k, v in headers.items()}}
+
+    match_on = check_match_on(None)
+    text, json_ = get(accept="text/plain"), get(accept="application/json")
+    assert differences(text, json_, match_on) == [
+        "accept header: recorded 'text/plain', the request has 'application/json'"
+    ]
+    assert differences(get(), json_, match_on) == []  # a VCR recording without Accept
+    assert differences(get(accept="application/json; charset=utf-8"), json_, match_on) == []
+    tail = get(accept="text/plain", range="bytes=-100")
+    assert differences(text, tail, match_on) == [
+        "range header: recorded None, the request has 'bytes=-100'"
+    ]
+    assert differences(text, tail, ("method", "path")) == []
 
 
 # -- redaction ----------------------------------------------------------------------------------

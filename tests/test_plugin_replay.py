@@ -526,6 +526,25 @@ def test_cassette_path_hook_and_cassette_dir(pytester: pytest.Pytester) -> None:
     run(pytester, "--bk-cassette-dir=store").assert_outcomes(passed=2)
 
 
+def test_formats_of_one_url_replay_by_accept_header(pytester: pytest.Pytester) -> None:
+    uri = f"{BASE}/organizations/acme/jobs/j-1/env"
+    as_json = ix("GET", uri, {"env": {"A": "1"}})
+    as_json["request"]["headers"] = {"accept": ["application/json"]}
+    as_text = ix("GET", uri)
+    as_text["request"]["headers"] = {"accept": ["text/plain"]}
+    as_text["response"]["headers"] = {"content-type": ["text/plain"]}
+    as_text["response"]["body"] = {"text": 'A="1"\n'}
+    write(pytester, "test_mod", "test_a", as_json, as_text)
+    pytester.makepyfile(
+        test_mod="""
+        def test_a(bk_client):
+            assert bk_client.get_job_env_text("j-1") == 'A="1"\\n'  # the other order
+            assert bk_client.get_job_env("j-1") == {"A": "1"}
+        """
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
 def test_match_on_can_ignore_the_query(pytester: pytest.Pytester) -> None:
     write(
         pytester,
