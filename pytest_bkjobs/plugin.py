@@ -49,7 +49,7 @@ class _Settings:
 
 SETTINGS = pytest.StashKey[_Settings]()
 PATH_KEY = pytest.StashKey[Path]()
-REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+PASSED_KEY = pytest.StashKey[dict[str, bool]]()  # phase -> passed, for tests with a cassette
 SUMMARY_KEY = pytest.StashKey[dict[str, Any]]()
 CLASH_KEY = pytest.StashKey[str]()
 
@@ -252,6 +252,7 @@ def _start(request: pytest.FixtureRequest) -> CassetteSession:
     else:
         mode = options.record_mode
     path = item.stash.get(PATH_KEY, None) or default_cassette_path(item, config)
+    item.stash[PATH_KEY] = path  # also marks the test as one whose reports matter
     environ = _environ()
     api_url = settings.api_url or environ.get(URL_VAR, "").strip() or DEFAULT_BASE_URL
     session_options = SessionOptions(
@@ -286,9 +287,8 @@ def _finish(request: pytest.FixtureRequest, session: CassetteSession) -> None:
     from ._errors import BuildkiteError
 
     item, config = request.node, request.config
-    reports = item.stash.get(REPORTS_KEY, {})
-    call = reports.get("call")
-    passed = call is not None and call.passed and reports["setup"].passed
+    phases = item.stash.get(PASSED_KEY, {})
+    passed = phases.get("setup", False) and phases.get("call", False)
     summary: dict[str, Any] = {"path": session.where, "unused": 0}
     item.stash[SUMMARY_KEY] = summary
     if session.errors:
@@ -481,10 +481,14 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    if PATH_KEY not in item.stash and item.get_closest_marker("bk_cassette") is None:
+        return report  # keep nothing for tests without a cassette
+    item.stash.setdefault(PASSED_KEY, {})[report.when] = report.passed
     if report.when == "call" and call.excinfo is not None:
         item.stash[_CALL_EXC] = call.excinfo.value
     if report.when == "teardown":
+        if _CALL_EXC in item.stash:
+            del item.stash[_CALL_EXC]  # its traceback holds every frame: let it go
         summary = item.stash.get(SUMMARY_KEY, None)
         if summary is not None:
             report.bkjobs_cassette = summary  # type: ignore[attr-defined]
