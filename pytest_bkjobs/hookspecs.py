@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 
 # -- pytest hooks (pytest_bkjobs_*), registered by the plugin in pytest_addhooks ---------------
 
+#: Same as ``pytest.hookspec``, which older pytest versions do not export.
+spec_for_pytest = pluggy.HookspecMarker("pytest")
 
-@pytest.hookspec
+
+@spec_for_pytest
 def pytest_bkjobs_scrub_interaction(interaction: dict[str, Any], config: pytest.Config) -> None:
     """Clean an interaction before it is written to a cassette, by mutating it in place.
 
@@ -34,7 +37,7 @@ def pytest_bkjobs_scrub_interaction(interaction: dict[str, Any], config: pytest.
     """
 
 
-@pytest.hookspec(firstresult=True)
+@spec_for_pytest(firstresult=True)
 def pytest_bkjobs_cassette_path(item: pytest.Item, config: pytest.Config) -> Path | None:
     """Return the cassette file for ``item``, or None for the default location.
 
