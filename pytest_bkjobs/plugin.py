@@ -49,7 +49,7 @@ class _Settings:
 
 SETTINGS = pytest.StashKey[_Settings]()
 PATH_KEY = pytest.StashKey[Path]()
-PASSED_KEY = pytest.StashKey[dict[str, bool]]()  # phase -> passed, for tests with a cassette
+PASSED_KEY = pytest.StashKey[dict[str, bool]]()  # phase -> passed
 SUMMARY_KEY = pytest.StashKey[dict[str, Any]]()
 CLASH_KEY = pytest.StashKey[str]()
 
@@ -252,7 +252,7 @@ def _start(request: pytest.FixtureRequest) -> CassetteSession:
     else:
         mode = options.record_mode
     path = item.stash.get(PATH_KEY, None) or default_cassette_path(item, config)
-    item.stash[PATH_KEY] = path  # also marks the test as one whose reports matter
+    item.stash[PATH_KEY] = path  # also marks the test as one using a cassette
     environ = _environ()
     api_url = settings.api_url or environ.get(URL_VAR, "").strip() or DEFAULT_BASE_URL
     session_options = SessionOptions(
@@ -481,9 +481,10 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if PATH_KEY not in item.stash and item.get_closest_marker("bk_cassette") is None:
-        return report  # keep nothing for tests without a cassette
+    # Outcomes are kept for every test: a fixture may ask for a cassette in the middle of one.
     item.stash.setdefault(PASSED_KEY, {})[report.when] = report.passed
+    if PATH_KEY not in item.stash:
+        return report  # no cassette: keep no exception (its traceback holds every frame)
     if report.when == "call" and call.excinfo is not None:
         item.stash[_CALL_EXC] = call.excinfo.value
     if report.when == "teardown":

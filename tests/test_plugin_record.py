@@ -411,3 +411,20 @@ def test_recording_reads_the_token_from_dotenv(
     (name,) = cassettes(pytester)
     assert name == "named.json"
     assert fake.token not in cassettes(pytester)["named.json"]
+
+
+def test_cassette_requested_at_run_time_is_written(
+    pytester: pytest.Pytester, fake: FakeBuildkite
+) -> None:
+    job_id = fake.sample_build().job_ids["passed"]
+    pytester.makepyfile(
+        f"""
+        def test_a(request):
+            client = request.getfixturevalue("bk_client")
+            assert client.get_job({job_id!r}).id == {job_id!r}
+        """
+    )
+    with fake.serve() as url:
+        pytester.runpytest(*QUICK, "--bk-record", "--bk-api-url", url).assert_outcomes(passed=1)
+    assert list(cassettes(pytester)) == ["test_a.json"]
+    pytester.runpytest(*QUICK).assert_outcomes(passed=1)
