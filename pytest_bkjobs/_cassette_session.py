@@ -274,10 +274,11 @@ class CassetteSession:
             return response
         forward = self._forward_request(request)
         proxy = _proxy_for(str(forward.url))
-        transport = self._transports.get(proxy)
-        if transport is None:
-            transport = httpx.HTTPTransport(verify=_ssl_context(), proxy=proxy)
-            self._transports[proxy] = transport
+        with self._lock:
+            transport = self._transports.get(proxy)
+            if transport is None:
+                transport = httpx.HTTPTransport(verify=_ssl_context(), proxy=proxy)
+                self._transports[proxy] = transport
         answer = transport.handle_request(forward)
         try:
             answer.read()
