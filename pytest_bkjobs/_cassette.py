@@ -70,6 +70,17 @@ class DropInteraction(Exception):
     """Raise from ``pytest_bkjobs_scrub_interaction`` to leave an interaction out of the file."""
 
 
+for _public in (
+    CassetteError,
+    CassetteNotFoundError,
+    CassetteFormatError,
+    CassetteMissError,
+    CassetteExhaustedError,
+    DropInteraction,
+):
+    _public.__module__ = "pytest_bkjobs"  # tracebacks show the name users import
+
+
 # -- bodies -------------------------------------------------------------------------------------
 
 

@@ -487,6 +487,8 @@ def pytest_runtest_makereport(
         return report  # no cassette: keep no exception (its traceback holds every frame)
     if report.when == "call" and call.excinfo is not None:
         item.stash[_CALL_EXC] = call.excinfo.value
+        if report.failed:
+            _shorten_traceback(item, call.excinfo, report)
     if report.when == "teardown":
         if _CALL_EXC in item.stash:
             del item.stash[_CALL_EXC]  # its traceback holds every frame: let it go
@@ -494,6 +496,41 @@ def pytest_runtest_makereport(
         if summary is not None:
             report.bkjobs_cassette = summary  # type: ignore[attr-defined]
     return report
+
+
+def _shorten_traceback(
+    item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException], report: pytest.TestReport
+) -> None:
+    """Show a cassette error from the user's frames, without httpx's and respx's inside."""
+    from ._cassette import CassetteError
+
+    config = item.config
+    style = config.getoption("tbstyle", "auto")
+    if not isinstance(excinfo.value, CassetteError) or config.getoption("fulltrace", False):
+        return
+    if style not in ("auto", "long", "short"):
+        return
+    import httpcore
+    import httpx
+    import respx
+
+    inside = tuple(str(Path(m.__file__ or "").parent) for m in (httpx, httpcore, respx))
+    inside += (str(Path(__file__).parent),)
+
+    def tbfilter(info: pytest.ExceptionInfo[BaseException]) -> Any:
+        frames = info.traceback.cut(path=item.path)  # from the test's own file on
+        return frames.filter(lambda e: not str(e.path).startswith(inside)).filter(info)
+
+    try:
+        longrepr = excinfo.getrepr(
+            funcargs=True,
+            showlocals=bool(config.getoption("showlocals", False)),
+            style="short" if style == "short" else "long",
+            tbfilter=tbfilter,
+        )
+    except Exception:  # an older pytest without callable filters: keep its own report
+        return
+    report.longrepr = longrepr
 
 
 class _Reporter:

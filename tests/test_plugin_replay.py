@@ -191,7 +191,7 @@ def test_state_filter_mismatch_shows_closest_and_what_differed(pytester: pytest.
         [
             lit(line)
             for line in [
-                "E *pytest_bkjobs._cassette.CassetteMissError: no recorded interaction matches GET"
+                "E *pytest_bkjobs.CassetteMissError: no recorded interaction matches GET"
                 f" {JOBS}?state%5B%5D=running",
                 "E *test:     test_mod.py::test_a",
                 "E *cassette: cassettes/test_mod/test_a.json",
@@ -210,6 +210,12 @@ def test_state_filter_mismatch_shows_closest_and_what_differed(pytester: pytest.
     )
     # Failing where the request was made is enough: no second report at teardown.
     result.stdout.no_fnmatch_line("*ERROR at teardown*")
+    # The traceback starts in the test and leaves out httpx's, respx's and the client's frames.
+    result.stdout.fnmatch_lines(
+        ['>       bk_client.list_jobs("app", 1, state=*', "test_mod.py:2: CassetteMissError"]
+    )
+    for inside in ("*httpx/_client.py*", "*respx/*", "*pytest_bkjobs/*"):
+        result.stdout.no_fnmatch_line(inside)
 
 
 def test_query_order_and_blank_values(pytester: pytest.Pytester) -> None:
