@@ -145,7 +145,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_DOC)
     settings = _settings(config)
     config.stash[SETTINGS] = settings
-    config.pluginmanager.register(_Reporter(settings), "bkjobs-reporter")
+    from ._cassette_report import Reporter
+
+    config.pluginmanager.register(Reporter(settings), "bkjobs-reporter")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -488,7 +490,9 @@ def pytest_runtest_makereport(
     if report.when == "call" and call.excinfo is not None:
         item.stash[_CALL_EXC] = call.excinfo.value
         if report.failed:
-            _shorten_traceback(item, call.excinfo, report)
+            from ._cassette_report import shorten_traceback
+
+            shorten_traceback(item, call.excinfo, report)
     if report.when == "teardown":
         if _CALL_EXC in item.stash:
             del item.stash[_CALL_EXC]  # its traceback holds every frame: let it go
@@ -496,75 +500,3 @@ def pytest_runtest_makereport(
         if summary is not None:
             report.bkjobs_cassette = summary  # type: ignore[attr-defined]
     return report
-
-
-def _shorten_traceback(
-    item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException], report: pytest.TestReport
-) -> None:
-    """Show a cassette error from the user's frames, without httpx's and respx's inside."""
-    from ._cassette import CassetteError
-
-    config = item.config
-    style = config.getoption("tbstyle", "auto")
-    if not isinstance(excinfo.value, CassetteError) or config.getoption("fulltrace", False):
-        return
-    if style not in ("auto", "long", "short"):
-        return
-    import httpcore
-    import httpx
-    import respx
-
-    inside = tuple(str(Path(m.__file__ or "").parent) for m in (httpx, httpcore, respx))
-    inside += (str(Path(__file__).parent),)
-
-    def tbfilter(info: pytest.ExceptionInfo[BaseException]) -> Any:
-        frames = info.traceback.cut(path=item.path)  # from the test's own file on
-        return frames.filter(lambda e: not str(e.path).startswith(inside)).filter(info)
-
-    try:
-        longrepr = excinfo.getrepr(
-            funcargs=True,
-            showlocals=bool(config.getoption("showlocals", False)),
-            style="short" if style == "short" else "long",
-            tbfilter=tbfilter,
-        )
-    except Exception:  # an older pytest without callable filters: keep its own report
-        return
-    report.longrepr = longrepr
-
-
-class _Reporter:
-    """Counts cassette outcomes from reports (xdist workers' reports included)."""
-
-    def __init__(self, settings: _Settings) -> None:
-        self.settings = settings
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        summary = getattr(report, "bkjobs_cassette", None)
-        if not isinstance(summary, dict):
-            return
-        counts = self.settings.summary
-        outcome = str(summary.get("outcome", "failed"))
-        counts[outcome] = counts.get(outcome, 0) + 1
-        self.settings.unused += int(summary.get("unused", 0))
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        _terminal_summary(terminalreporter, self.settings)
-
-
-def _terminal_summary(terminalreporter: Any, settings: _Settings) -> None:
-    counts = settings.summary
-    if not counts:
-        return
-    order = ("replayed", "recorded", "not written", "failed")
-    labels = {
-        "replayed": "replayed",
-        "recorded": "recorded",
-        "not written": "not written (the test did not pass)",
-        "failed": "with errors",
-    }
-    parts = [f"{counts[k]} {labels[k]}" for k in order if counts.get(k)]
-    terminalreporter.write_sep("-", "bkjobs cassettes")
-    terminalreporter.write_line(
-        f"bkjobs: cassettes {', '.join(parts)}; {settings.unused} interaction(s) unused"
-    )
