@@ -121,7 +121,7 @@ class AsyncJobsClient(_BaseClient):
                     await response.aclose()
                 delay = self._policy.after_status(response, attempt, call.idempotent, waited)
                 if delay is None:
-                    raise self._status_error(response)
+                    raise self._status_error(response, waited)
                 reason = _reason(response)
             self._log_retry(request, reason, delay)
             await self._sleep(delay)

@@ -22,6 +22,7 @@ from ._errors import (
     ConfigurationError,
     InvalidArgumentError,
     InvalidResponseError,
+    RateLimitError,
     error_for_status,
 )
 from ._models import JobsPage
@@ -179,9 +180,9 @@ class _BaseClient:
     def _ok(call: ep.Call[Any], response: httpx.Response) -> bool:
         return response.is_success or response.status_code in call.ok_statuses
 
-    def _status_error(self, response: httpx.Response) -> Exception:
+    def _status_error(self, response: httpx.Response, waited: float = 0.0) -> Exception:
         info = rate_limit_info(response) if response.status_code == 429 else None
-        return error_for_status(
+        error = error_for_status(
             response.status_code,
             response.content,
             method=response.request.method,
@@ -189,6 +190,9 @@ class _BaseClient:
             scope=info.scope if info else None,
             reset_after=info.reset_after if info else None,
         )
+        if isinstance(error, RateLimitError):
+            error.add_wait_note(waited, self._policy.max_wait)
+        return error
 
     def _connection_error(
         self, exc: httpx.TransportError, request: httpx.Request

@@ -56,7 +56,9 @@ def _segment(value: str) -> str:
 def _no_dot_segment(name: str, value: str) -> str:
     # "." and ".." would be collapsed by the URL layer and reach another endpoint.
     if value in (".", ".."):
-        raise InvalidArgumentError(f"{name} {value!r} is not a valid {name}")
+        raise InvalidArgumentError(
+            f"{name} {value!r} is not a valid {name}: give the real value (a job's UUID, a slug)"
+        )
     return value
 
 
@@ -170,8 +172,9 @@ def read_json(response: httpx.Response) -> Any:
     except ValueError:
         excerpt = " ".join(content[:200].decode("utf-8", "replace").split())
         ctype = response.headers.get("content-type", "no content-type")
+        what = "a body that is not valid JSON" if "json" in ctype else f"a {ctype} body"
         raise InvalidResponseError(
-            f"expected JSON, got {ctype}: {excerpt!r}", body=excerpt, **_where(response)
+            f"expected JSON, got {what}: {excerpt!r}", body=excerpt, **_where(response)
         ) from None
 
 

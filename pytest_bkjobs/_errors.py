@@ -150,6 +150,7 @@ class RateLimitError(APIStatusError):
     ) -> None:
         self.scope = scope
         self.reset_after = reset_after
+        self.waited = 0.0
         super().__init__(message, **kw)
 
     def _hint(self) -> str:
@@ -159,6 +160,18 @@ class RateLimitError(APIStatusError):
             f". The rate limit{where} resets{when}; wait, send fewer requests,"
             " or raise the client's max_retries / max_wait"
         )
+
+    def add_wait_note(self, waited: float, max_wait: float) -> None:
+        """Say how long the client waited before giving up, and why it stopped."""
+        self.waited = waited
+        if self.reset_after is not None and self.reset_after > max_wait - waited:
+            note = (
+                f" (gave up after waiting {waited:g}s: the reset is longer than"
+                f" the {max_wait:g}s wait budget, max_wait)"
+            )
+        else:
+            note = f" (gave up after waiting {waited:g}s in all)"
+        self.args = (str(self) + note,)
 
 
 class ServerError(APIStatusError):
@@ -175,12 +188,27 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 }
 
 
+_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG_RE = re.compile(r"<[^>]+>")
+
+
+def _excerpt(text: str) -> str:
+    """A short, one-line excerpt of a non-JSON body; an HTML page gives its title."""
+    if "<" in text[:200]:
+        title = _TITLE_RE.search(text)
+        text = f"HTML page: {title.group(1)}" if title else _TAG_RE.sub(" ", text)
+    excerpt = " ".join(text.split())
+    if len(excerpt) > _EXCERPT_CHARS:
+        excerpt = excerpt[:_EXCERPT_CHARS] + "…"
+    return excerpt
+
+
 def parse_error_body(content: bytes) -> tuple[str, Any]:
     """Return (message, decoded body) for an error answer, JSON or not."""
     text = content.decode("utf-8", errors="replace")
     try:
         body: Any = json.loads(text) if text.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         body = text
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         message: str = body["message"]
@@ -188,12 +216,7 @@ def parse_error_body(content: bytes) -> tuple[str, Any]:
         if errors:
             message = f"{message}: {json.dumps(errors, ensure_ascii=False)}"
         return message, body
-    excerpt = " ".join(text.split())
-    if not excerpt:
-        return "(empty body)", body
-    if len(excerpt) > _EXCERPT_CHARS:
-        excerpt = excerpt[:_EXCERPT_CHARS] + "…"
-    return excerpt, body
+    return _excerpt(text) or "(empty body)", body
 
 
 def error_for_status(

@@ -121,7 +121,7 @@ class JobsClient(_BaseClient):
                     response.close()
                 delay = self._policy.after_status(response, attempt, call.idempotent, waited)
                 if delay is None:
-                    raise self._status_error(response)
+                    raise self._status_error(response, waited)
                 reason = _reason(response)
             self._log_retry(request, reason, delay)
             self._sleep(delay)

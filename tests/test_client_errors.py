@@ -14,6 +14,7 @@ from pytest_bkjobs import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -118,8 +119,33 @@ def test_html_error_page_gives_a_short_excerpt(make_client: ClientFactory):
     client = make_client(Script(httpx.Response(502, text=page)), max_retries=0)
     with pytest.raises(ServerError) as info:
         client.get_job("j1")
-    assert info.value.message.startswith("<html><head><title>502 Bad Gateway")
+    assert info.value.message == "HTML page: 502 Bad Gateway"
+
+
+def test_html_without_a_title_is_stripped_to_text(make_client: ClientFactory):
+    page = "<html><body><h1>Service Unavailable</h1>" + "<p>x</p>" * 500 + "</body></html>"
+    client = make_client(Script(httpx.Response(503, text=page)), max_retries=0)
+    with pytest.raises(ServerError) as info:
+        client.get_job("j1")
+    assert info.value.message.startswith("Service Unavailable x x")
+    assert "<" not in info.value.message
     assert len(info.value.message) <= 201
+
+
+def test_429_longer_than_the_wait_budget_says_so(make_client: ClientFactory):
+    limited = httpx.Response(429, json={"message": "Too many", "scope": "rest", "reset": 300})
+    with pytest.raises(RateLimitError) as info:
+        make_client(Script(limited), max_wait=120).get_job("j1")
+    assert make_client.sleeps == []
+    assert "gave up after waiting 0s: the reset is longer than the 120s wait budget" in str(
+        info.value
+    )
+
+
+def test_invalid_json_with_a_json_content_type(make_client: ClientFactory):
+    answer = httpx.Response(200, content=b"{oops", headers={"content-type": "application/json"})
+    with pytest.raises(InvalidResponseError, match="a body that is not valid JSON: '{oops'"):
+        make_client(Script(answer)).get_job("j1")
 
 
 def test_empty_error_body(make_client: ClientFactory):
