@@ -1,0 +1,270 @@
+"""B5-B7: the client against the fake Buildkite served on 127.0.0.1 by this process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from bench_util import PYTHON, Row, bench_env, fmt_s, median, run
+
+PIPELINE = "bench"
+MIB = 1024 * 1024
+
+# -- B5: iter_jobs ------------------------------------------------------------------------------
+
+
+def _seed_build(fake: object, jobs: int, **fields: object) -> int:
+    build: int = fake.add_build(PIPELINE)  # type: ignore[attr-defined]
+    for i in range(jobs):
+        fake.add_job(PIPELINE, build, name=f"job {i}", **fields)  # type: ignore[attr-defined]
+    return build
+
+
+def _plain_httpx(base_url: str, token: str, org: str, build: int) -> int:
+    """The baseline: an httpx loop following ``links.next`` and counting the items."""
+    url: str | None = f"{base_url}/organizations/{org}/pipelines/{PIPELINE}/builds/{build}/jobs"
+    params: dict[str, str] | None = {"per_page": "100"}
+    count = 0
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    with httpx.Client(headers=headers) as http:
+        for _ in range(10_000):  # bounded: a server looping on links.next cannot hang us
+            if url is None:
+                break
+            response = http.get(url, params=params)
+            response.raise_for_status()
+            page = response.json()
+            count += len(page["items"])
+            url, params = page["links"].get("next"), None
+    return count
+
+
+def _ours(base_url: str, token: str, org: str, build: int) -> int:
+    from pytest_bkjobs import JobsClient
+
+    count = 0
+    with JobsClient(token=token, org=org, base_url=base_url) as client:
+        for _job in client.iter_jobs(PIPELINE, build, per_page=100):
+            count += 1
+    return count
+
+
+def _peak_mib(fn: Callable[[], int]) -> float:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / MIB
+    finally:
+        tracemalloc.stop()
+
+
+def rows_b5(jobs: int, repeats: int) -> list[Row]:
+    from pytest_bkjobs.fake import FakeBuildkite
+
+    fake = FakeBuildkite()
+    build = _seed_build(fake, jobs)
+    small = _seed_build(fake, max(300, jobs // 4))
+    ours_t: list[float] = []
+    base_t: list[float] = []
+    with fake.serve() as base_url:
+        args = (base_url, fake.token, fake.org)
+        for _ in range(repeats):
+            for fn, times in ((_ours, ours_t), (_plain_httpx, base_t)):
+                start = time.perf_counter()
+                count = fn(*args, build)
+                times.append(time.perf_counter() - start)
+                if count != jobs:
+                    raise RuntimeError(f"{fn.__name__} saw {count} jobs, expected {jobs}")
+        # Memory: the peak while iterating the big build vs one a quarter of its size (both
+        # several pages): flat means the peak does not grow with the number of pages.
+        peak_big = _peak_mib(lambda: _ours(*args, build))
+        peak_small = _peak_mib(lambda: _ours(*args, small))
+    ours, base = median(ours_t), median(base_t)
+    ratio = ours / base
+    flat = peak_big <= 1.5 * peak_small
+    return [
+        Row(
+            "B5",
+            f"`iter_jobs` over a {jobs:,}-job build (per_page 100), fake on loopback",
+            fmt_s(ours),
+            f"{fmt_s(base)} (httpx loop on links.next)",
+            ratio,
+            f"{ratio:.2f}x; peak {peak_big:.1f} MiB vs {peak_small:.1f} MiB at a quarter",
+            "<= 1.2x, memory flat",
+            ratio <= 1.2 and flat,
+            repeats,
+            {
+                "ours_s": ours_t,
+                "httpx_s": base_t,
+                "tracemalloc_peak_mib": peak_big,
+                "tracemalloc_peak_mib_quarter": peak_small,
+                "memory_flat": flat,
+            },
+        )
+    ]
+
+
+# -- B6: retry_failed_siblings ------------------------------------------------------------------
+
+
+def _retry_run(failed: int, latency: float, concurrency: int) -> tuple[float, int, int]:
+    """Seconds, retries the server executed, and jobs reported retried."""
+    from pytest_bkjobs import JobsClient
+    from pytest_bkjobs.ci import BuildContext, retry_failed_siblings
+    from pytest_bkjobs.fake import FakeBuildkite
+
+    fake = FakeBuildkite()
+    build = fake.add_build(PIPELINE)
+    ids = [
+        fake.add_job(PIPELINE, build, name=f"shard {i}", state="failed", exit_status=1)
+        for i in range(failed)
+    ]
+    me = fake.add_job(PIPELINE, build, name="bkjobs", state="running", step_key="bkjobs")
+    ctx = BuildContext(org=fake.org, pipeline=PIPELINE, build=build, job_id=me)
+    fake.latency = latency
+    with (
+        fake.serve() as base_url,
+        JobsClient(token=fake.token, org=fake.org, base_url=base_url) as client,
+    ):
+        start = time.perf_counter()
+        report = retry_failed_siblings(client, ctx, concurrency=concurrency)
+        elapsed = time.perf_counter() - start
+    executed = sum(fake.retry_calls(job_id) for job_id in ids)
+    return elapsed, executed, len(report.retried)
+
+
+def rows_b6(failed: int, latency: float, repeats: int) -> list[Row]:
+    fast: list[float] = []
+    slow: list[float] = []
+    counts: set[tuple[int, int]] = set()
+    for _ in range(repeats):
+        for concurrency, times in ((8, fast), (1, slow)):
+            elapsed, executed, retried = _retry_run(failed, latency, concurrency)
+            times.append(elapsed)
+            counts.add((executed, retried))
+    exact = counts == {(failed, failed)}
+    speedup = median(slow) / median(fast)
+    return [
+        Row(
+            "B6",
+            f"`retry_failed_siblings` on {failed} failed jobs, {latency * 1000:.0f} ms latency,"
+            " concurrency 8",
+            fmt_s(median(fast)),
+            f"{fmt_s(median(slow))} (concurrency 1)",
+            speedup,
+            f"{speedup:.2f}x faster; retries executed/reported: "
+            + ", ".join(f"{e}/{r}" for e, r in sorted(counts)),
+            f">= 5x faster; {failed} retries exactly",
+            speedup >= 5 and exact,
+            repeats,
+            {"concurrency_8_s": fast, "concurrency_1_s": slow, "exactly_once": exact},
+        )
+    ]
+
+
+# -- B7: download_job_log -----------------------------------------------------------------------
+
+_CHILD = """
+import json, resource, sys, time
+from pytest_bkjobs import JobsClient
+base_url, token, org, job_id, dest, do = sys.argv[1:7]
+client = JobsClient(token=token, org=org, base_url=base_url)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+size = client.download_job_log(job_id, dest) if do == "1" else 0
+elapsed = time.perf_counter() - start
+client.close()
+print(json.dumps({"size": size, "seconds": elapsed, "before_kib": before,
+                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def _download_child(args: list[str], dest: Path, do: bool) -> dict[str, float]:
+    out = run([PYTHON, "-c", _CHILD, *args, str(dest), "1" if do else "0"], timeout=300)
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _curl(url: str, token: str, dest: Path) -> float:
+    done = subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--noproxy",
+            "*",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-o",
+            str(dest),
+            "-w",
+            "%{time_total} %{size_download}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        env=bench_env(),
+        timeout=300,
+        check=True,
+    )
+    seconds, _size = done.stdout.split()
+    return float(seconds)
+
+
+def rows_b7(size_mib: int, repeats: int) -> list[Row]:
+    from pytest_bkjobs.fake import FakeBuildkite, SyntheticLog
+
+    what = f"`download_job_log` of a {size_mib} MiB log, fake on loopback"
+    target = ">= 0.7x curl's throughput; peak RSS growth < 64 MiB"
+    if shutil.which("curl") is None:
+        from bench_util import skipped
+
+        return [skipped("B7", what, target, "curl is not installed")]
+    size = size_mib * MIB
+    fake = FakeBuildkite()
+    build = fake.add_build(PIPELINE)
+    job = fake.add_job(PIPELINE, build, state="passed", log=SyntheticLog(size))
+    ours_t: list[float] = []
+    curl_t: list[float] = []
+    growth: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bkjobs-bench-log-") as tmp, fake.serve() as base:
+        dest = Path(tmp) / "job.log"
+        args = [base, fake.token, fake.org, job]
+        url = f"{base}/organizations/{fake.org}/jobs/{job}/log.txt"
+        for _ in range(repeats):
+            idle = _download_child(args, dest, do=False)
+            result = _download_child(args, dest, do=True)
+            if result["size"] != size or dest.stat().st_size != size:
+                raise RuntimeError(f"downloaded {result['size']} bytes, expected {size}")
+            dest.unlink()
+            ours_t.append(result["seconds"])
+            growth.append((result["maxrss_kib"] - idle["maxrss_kib"]) / 1024)
+            curl_t.append(_curl(url, fake.token, dest))
+            if dest.stat().st_size != size:
+                raise RuntimeError("curl downloaded a different size")
+            dest.unlink()
+            os.sync()
+    ours_rate, curl_rate = size_mib / median(ours_t), size_mib / median(curl_t)
+    ratio = ours_rate / curl_rate
+    rss = median(growth)
+    return [
+        Row(
+            "B7",
+            what,
+            f"{ours_rate:.0f} MiB/s, RSS +{rss:.1f} MiB",
+            f"{curl_rate:.0f} MiB/s (`curl -o`)",
+            ratio,
+            f"{ratio:.2f}x curl; RSS +{rss:.1f} MiB",
+            target,
+            ratio >= 0.7 and rss < 64,
+            repeats,
+            {"ours_s": ours_t, "curl_s": curl_t, "rss_growth_mib": growth},
+        )
+    ]

@@ -1,0 +1,107 @@
+"""B4: what having the plugin installed costs a project that does not use it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench_util import PYTHON, Row, bench_env, fmt_s, median, run
+
+_TEST = "\n\ndef test_{i}():\n    assert {i} + 1 == {j}\n"
+
+
+def write_project(folder: Path, tests: int) -> None:
+    """``tests`` plain tests in 10 modules (no fixture or marker of ours)."""
+    per_module = max(1, tests // 10)
+    for module in range(0, tests, per_module):
+        body = "".join(
+            _TEST.format(i=i, j=i + 1) for i in range(module, min(module + per_module, tests))
+        )
+        (folder / f"test_mod{module // per_module}.py").write_text(body.lstrip())
+    (folder / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+
+
+def collect_time(folder: Path, disable: bool) -> float:
+    args = [PYTHON, "-m", "pytest", "--collect-only", "-q"]
+    if disable:
+        args += ["-p", "no:bkjobs"]
+    start = time.perf_counter()
+    out = run(args, cwd=folder)
+    elapsed = time.perf_counter() - start
+    if "tests collected" not in out and "test_" not in out:
+        raise RuntimeError(f"collection went wrong:\n{out[-1000:]}")
+    return elapsed
+
+
+_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+
+
+def plugin_import_ms() -> tuple[float, list[tuple[str, float]]]:
+    """Milliseconds to import the plugin once pytest is loaded, and the top modules it pulls."""
+    # -X importtime writes to stderr.
+    done = subprocess.run(
+        [PYTHON, "-X", "importtime", "-c", "import pytest; import pytest_bkjobs.plugin"],
+        capture_output=True,
+        text=True,
+        env=bench_env(),
+        timeout=60,
+        check=True,
+    )
+    lines = [m.groups() for m in map(_LINE.match, done.stderr.splitlines()) if m]
+    # Top-level entries after pytest's own are what ``import pytest_bkjobs.plugin`` added.
+    after = 0
+    for index, (_, _, indent, name) in enumerate(lines):
+        if not indent.strip(" ") and len(indent) <= 1 and name == "pytest":
+            after = index + 1
+    total_us = 0
+    own: list[tuple[str, float]] = []
+    for _self_us, cumulative, indent, name in lines[after:]:
+        if len(indent) <= 1:
+            total_us += int(cumulative)
+            own.append((name, int(cumulative) / 1000))
+    return total_us / 1000, sorted(own, key=lambda item: -item[1])[:5]
+
+
+def rows(tests: int, repeats: int) -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="bkjobs-bench-collect-") as tmp:
+        folder = Path(tmp)
+        write_project(folder, tests)
+        collect_time(folder, False)  # warm the file cache once, unmeasured
+        on: list[float] = []
+        off: list[float] = []
+        for _ in range(repeats):
+            on.append(collect_time(folder, False))
+            off.append(collect_time(folder, True))
+    imports = [plugin_import_ms() for _ in range(repeats)]
+    import_ms = median([ms for ms, _ in imports])
+    with_plugin, without = median(on), median(off)
+    ratio = with_plugin / without
+    return [
+        Row(
+            "B4",
+            f"`pytest --collect-only` of a {tests}-test project that does not use the plugin",
+            fmt_s(with_plugin),
+            f"{fmt_s(without)} (`-p no:bkjobs`)",
+            ratio,
+            f"{ratio:.3f}x",
+            "<= 1.05x",
+            ratio <= 1.05,
+            repeats,
+            {"collect_with_s": on, "collect_without_s": off},
+        ),
+        Row(
+            "B4",
+            "`python -X importtime`: importing `pytest_bkjobs.plugin` after pytest",
+            f"{import_ms:.1f} ms",
+            "-",
+            None,
+            "-",
+            "< 20 ms",
+            import_ms < 20,
+            repeats,
+            {"import_ms": [ms for ms, _ in imports], "top_modules_ms": imports[-1][1]},
+        ),
+    ]

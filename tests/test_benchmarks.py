@@ -1,0 +1,38 @@
+"""The benchmarks still run: one group at a trivial size (the figures are not checked)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def run_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import run
+
+    yield run
+    for name in ("run", "bench_util", "bench_replay", "bench_plugin", "bench_loopback"):
+        sys.modules.pop(name, None)
+
+
+def test_retry_benchmark_runs_at_a_trivial_size(
+    run_module: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    assert run_module.main(["--smoke", "--only", "B6", "--output", str(out)]) == 0
+    data = json.loads(out.read_text())
+    (row,) = data["rows"]
+    assert row["id"] == "B6"
+    assert row["details"]["exactly_once"] is True  # 5 failed jobs, 5 retries executed
+    assert row["ratio"] > 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| id | what |")
+    assert "| B6 |" in printed
