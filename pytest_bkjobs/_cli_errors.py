@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from ._errors import (
@@ -53,15 +54,10 @@ def describe_error(exc: BaseException, command: str = "", base_url: str = "") ->
             " --org/--pipeline/--build, and that the token can see this organisation"
         )
     elif isinstance(exc, RateLimitError):
-        reset = f" in {exc.reset_after:g}s" if exc.reset_after is not None else " soon"
-        text = (
-            f"Buildkite rate limit reached (429, scope {exc.scope or 'unknown'}: {exc.message})"
-            f" and still limited after waiting; it resets{reset}: run again then, or lower"
-            " --concurrency"
-        )
+        text = _rate_limit(exc, command)
     elif isinstance(exc, ServerError):
         text = (
-            f"Buildkite failed ({exc.status_code}: {exc.message}; {exc.method} {exc.url});"
+            f"Buildkite failed ({exc.status_code}: {_short(exc.message)}; {exc.method} {exc.url});"
             " try again later"
         )
     elif isinstance(exc, APIStatusError):
@@ -81,6 +77,39 @@ def describe_error(exc: BaseException, command: str = "", base_url: str = "") ->
             " and report it"
         )
     return " ".join(text.split())
+
+
+def _rate_limit(exc: RateLimitError, command: str) -> str:
+    from ._client_base import DEFAULT_MAX_WAIT  # the budget of the client bkjobs builds
+
+    what = f"Buildkite rate limit reached (429, scope {exc.scope or 'unknown'}: {exc.message})"
+    if exc.reset_after is not None and exc.reset_after > DEFAULT_MAX_WAIT - exc.waited:
+        text = (
+            f"{what}; it resets in {exc.reset_after:g}s, longer than bkjobs waits for a rate"
+            f" limit ({DEFAULT_MAX_WAIT:g}s; gave up after {exc.waited:g}s): run again after"
+            " the reset"
+        )
+    else:
+        reset = f" in {exc.reset_after:g}s" if exc.reset_after is not None else " soon"
+        text = (
+            f"{what}, still limited after waiting {exc.waited:g}s; it resets{reset}: run again then"
+        )
+    if command == "retry-failed":
+        text += ", or lower --concurrency"
+    return text
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def _short(message: str, limit: int = 120) -> str:
+    """A one-line excerpt of an error body: an HTML page gives its title, never its markup."""
+    if "<" in message and ">" in message:
+        title = _TITLE.search(message)
+        message = title.group(1) if title else _TAG.sub(" ", message)
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[:limit] + "…"
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from typing import IO, TYPE_CHECKING, Any
 
 from ._cli_parser import PROG
@@ -50,8 +51,14 @@ def job_details(job: Job) -> str:
     return "\n".join(f"{key + ':':<19}{value}" for key, value in rows if value is not None)
 
 
+_PROGRESS_LOCK = threading.Lock()
+
+
 def progress(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    """One line on stderr; safe from worker threads (one write per line, under a lock)."""
+    with _PROGRESS_LOCK:
+        sys.stderr.write(f"{PROG}: {message}\n")
+        sys.stderr.flush()
 
 
 def report_text(report: RetryReport) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from ._models import FILTER_STATES
@@ -53,9 +54,29 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    if not math.isfinite(value) or value < 0:  # nan would wait forever, inf never end
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds >= 0 (such as 600), got {text!r}"
+        )
     return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a TCP port from 0 to 65535 (0 picks a free one), got {text!r}"
+        )
+    return value
+
+
+def _glob(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a non-empty glob pattern such as 'test-*'")
+    return text
 
 
 def _integer(text: str) -> int:
@@ -117,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="states to retry (repeatable; default: failed and timed_out)",
     )
     sub.add_argument(
-        "--step-key", action="append", metavar="GLOB", help="only these step keys (repeatable)"
+        "--step-key",
+        action="append",
+        type=_glob,
+        metavar="GLOB",
+        help="only these step keys (repeatable)",
     )
     sub.add_argument("--include-soft-failed", action="store_true")
     sub.add_argument(
@@ -151,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("job_id", metavar="JOB")
     sub.add_argument("--yes", action="store_true", help="confirm the deletion")
     sub = command("fake-server", "serve a fake Buildkite API on a loopback port")
-    sub.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    sub.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     sub.add_argument("--host", default="127.0.0.1")
     sub.add_argument("--sample", action="store_true", help="seed a realistic sample build")
     command("demo", "retry-failed --wait against a built-in fake build (no token, no network)")

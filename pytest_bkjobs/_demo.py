@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+from collections.abc import Callable
 
 from ._retry_model import EXIT_FAILED, EXIT_OK, EXIT_RETRIED_JOBS_DID_NOT_PASS
 
@@ -17,6 +19,50 @@ _MEANING = {
 def demo_outcome(job: dict[str, object]) -> str:
     """How the fake's retried jobs end: the flaky E2E shard fails again, the rest pass."""
     return "failed" if job.get("step_key") == "e2e" else "passed"
+
+
+def serve_fake(
+    *,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    sample: bool = False,
+    print_fn: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+) -> int:
+    """``bkjobs fake-server``: serve a fake until Ctrl-C; with ``sample``, retries finish.
+
+    Like ``fake.run_fake_server``, and with the sample build its retried jobs finish on their
+    own after two polls (the E2E shard fails again, the rest pass), as in ``bkjobs demo``.
+    """
+    from .fake import FakeBuildkite
+
+    fake = FakeBuildkite()
+    seeded = fake.sample_build() if sample else None
+    if seeded is not None:
+        fake.on_retry(demo_outcome, after_polls=2)
+    stop = stop or threading.Event()
+    with fake.serve(host, port) as base_url:
+        print_fn(f"Fake Buildkite Jobs API listening on {base_url} (organisation {fake.org!r})")
+        print_fn("Point a client at it with these settings (environment or .env):")
+        for line in fake.env_lines(base_url):
+            print_fn(f"  {line}")
+        if seeded is not None:
+            print_fn(
+                f"Sample build: {seeded.pipeline} #{seeded.number}; to act as its running job:"
+            )
+            for key in ("BUILDKITE_PIPELINE_SLUG", "BUILDKITE_BUILD_NUMBER", "BUILDKITE_JOB_ID"):
+                print_fn(f"  {key}={seeded.env[key]}")
+            print_fn(
+                "Retried jobs finish on their own after two polls (the e2e shard fails again,"
+                " the others pass)."
+            )
+        print_fn("Press Ctrl-C to stop.")
+        try:
+            while not stop.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            print_fn("Stopped.")
+    return 0
 
 
 def run_demo(*, json_output: bool = False, poll_interval: float = 0.2) -> int:
@@ -37,7 +83,8 @@ def run_demo(*, json_output: bool = False, poll_interval: float = 0.2) -> int:
     )
 
     def note(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
     note(
         f"bkjobs demo: a fake build {ctx.pipeline} #{ctx.build} (in-process: no token, no"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["LogSection", "iter_strip_log", "split_sections", "strip_log"]
+__all__ = ["LogSection", "drop_partial_line", "iter_strip_log", "split_sections", "strip_log"]
 
 # One alternation so a single left-to-right pass sees each escape exactly once; the timestamp
 # marker comes first because it is itself an APC string.
@@ -22,8 +22,10 @@ _ESCAPES = re.compile(
     r"|(?P<csi>\x1b\[[0-?]*[ -/]*[@-~])"  # colours, cursor moves, erase
     r"|(?P<other>\x1b[ -/]*[0-~])"  # charset selection and two-byte escapes
 )
+# The start of a timestamp marker cut off by the end of a partial log (a running job's).
+_CUT_MARKER = re.compile(r"\x1b(?:_(?:b(?:k(?:;(?:t(?:=\d*)?)?)?)?)?)?\Z")
 _NEWLINES = re.compile(r"\r*\n")
-_HEADER = re.compile(r"^(~~~|---|\+\+\+) (.*)$")
+_HEADER = re.compile(r"^(~~~|---|\+\+\+) +(\S.*)$")  # a header has a title
 _EXPAND = re.compile(r"^\^\^\^ \+\+\+\s*$")
 
 
@@ -45,6 +47,8 @@ def strip_log(
         csi = match.group("csi")
         return "\n" if csi is not None and csi.endswith("E") else ""
 
+    if timestamps:
+        text = _CUT_MARKER.sub("", text)
     cleaned = _ESCAPES.sub(replace, text) if (timestamps or ansi) else text
     cleaned = _NEWLINES.sub("\n", cleaned)
     if redraws:
@@ -71,6 +75,16 @@ def iter_strip_log(
     pending += decoder.decode(b"", final=True)
     if pending:
         yield strip_log(pending, timestamps=timestamps, ansi=ansi, redraws=redraws)
+
+
+def drop_partial_line(text: str) -> str:
+    """Drop the first, partial line of a log's tail (it may start inside a marker)."""
+    cut = text.find("\n")
+    if cut >= 0:
+        return text[cut + 1 :]
+    # One unfinished line: drop a marker's leftover end ("...4000959\a") if there is one.
+    end = text.find("\x07")
+    return text[end + 1 :] if end >= 0 and "\x1b" not in text[:end] else text
 
 
 def _last_redraw(line: str) -> str:
@@ -102,10 +116,11 @@ class LogSection:
 def split_sections(text: str, *, redraws: bool = False) -> list[LogSection]:
     """Split a raw or stripped log into sections; their lines are stripped of escapes.
 
-    A header is a line that STARTS with ``~~~``, ``---`` or ``+++`` followed by a space, so a
-    progress bar full of dashes is not one. ``^^^ +++`` expands the section it appears in and
-    is not kept as a line. Lines before the first header form a section of kind ``""`` (only
-    when there are any).
+    A header is a line that STARTS with ``~~~``, ``---`` or ``+++``, a space and a title, so a
+    progress bar full of dashes is not one; after ``\\r`` redraws, the line a terminal shows
+    (the last segment) counts. ``ESC[1E`` breaks a line in two. ``^^^ +++`` expands the
+    section it appears in and is not kept as a line. Lines before the first header form a
+    section of kind ``""`` (only when there are any).
     """
     sections: list[LogSection] = []
     kind, title, stamp = "", "", None
@@ -117,16 +132,18 @@ def split_sections(text: str, *, redraws: bool = False) -> list[LogSection]:
             sections.append(LogSection(kind, title, tuple(lines), expanded, stamp))
 
     for raw_line in _NEWLINES.sub("\n", text).split("\n"):
-        line = strip_log(raw_line, redraws=redraws)
-        header = _HEADER.match(line)
-        if header:
-            close()
-            kind, title, lines = header.group(1), header.group(2).strip(), []
-            expanded, stamp = kind == "+++", _first_timestamp(raw_line)
-        elif _EXPAND.match(line):
-            expanded = True
-        else:
-            lines.append(line)
+        # ESC[1E (cursor to next line) makes more than one line of one raw line.
+        for line in strip_log(raw_line, redraws=redraws).split("\n"):
+            # A header redrawn after a "\r" is what a terminal shows: the last segment.
+            header = _HEADER.match(_last_redraw(line) if "\r" in line else line)
+            if header:
+                close()
+                kind, title, lines = header.group(1), header.group(2).strip(), []
+                expanded, stamp = kind == "+++", _first_timestamp(raw_line)
+            elif _EXPAND.match(line):
+                expanded = True
+            else:
+                lines.append(line)
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the log does not start another line
     close()

@@ -12,16 +12,18 @@ if the job does not show as retried, the outcome is recorded as unknown and noth
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     APIConnectionError,
     APIStatusError,
+    BadRequestError,
     BuildkiteError,
     InvalidArgumentError,
     InvalidResponseError,
@@ -37,6 +39,7 @@ from ._retry_model import (
     WOULD_RETRY,
     JobOutcome,
     RetryAbortedError,
+    RetryInterrupted,
     RetryOptions,
     RetryReport,
     SelectHook,
@@ -78,8 +81,15 @@ def _make_run(ctx: BuildContext, options: RetryOptions, **kw: Any) -> _Run:
         raise InvalidArgumentError(f"concurrency must be an integer >= 1, got {concurrency!r}")
     for name in ("wait_timeout", "poll_interval"):
         value = kw[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise InvalidArgumentError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)  # nan would wait forever and break the sleep
+            or value < 0
+        ):
+            raise InvalidArgumentError(
+                f"{name} must be a finite number of seconds >= 0, got {value!r}"
+            )
     progress = kw.pop("progress") or (lambda message: None)
     return _Run(ctx=ctx, options=options, progress=progress, **kw)
 
@@ -119,11 +129,36 @@ def _is_abort(exc: BaseException) -> bool:
     return isinstance(exc, UnprocessableEntityError) and "cancel" in exc.message.lower()
 
 
+def _lost_race(exc: BuildkiteError) -> bool:
+    """Buildkite's answer to retrying a job that was retried after we listed it."""
+    return isinstance(exc, BadRequestError) and "retried once" in exc.message.lower()
+
+
 def _after_error(job: Job, exc: BuildkiteError) -> JobOutcome:
     message = exc.message if isinstance(exc, APIStatusError) else str(exc)
     if isinstance(exc, RateLimitError):
-        message = f"still rate limited after waiting: {message}"
-    return _outcome(job, FAILED, reason=message)
+        if exc.reset_after is not None and exc.reset_after > exc.waited:
+            message = (
+                f"rate limited: the limit resets in {exc.reset_after:g}s, longer than the client"
+                f" waits (gave up after {exc.waited:g}s): {message}"
+            )
+        else:
+            message = f"still rate limited after waiting {exc.waited:g}s: {message}"
+    status = exc.status_code if isinstance(exc, APIStatusError) else None
+    return _outcome(job, FAILED, reason=message, status_code=status)
+
+
+def _after_race(job: Job, exc: BuildkiteError, fresh: Job | BuildkiteError) -> JobOutcome:
+    """A retry refused because the job was retried meanwhile (by someone, or automatically)."""
+    if isinstance(fresh, Job) and fresh.retried:
+        new = fresh.retried_in_job_id
+        return _outcome(
+            job,
+            SKIPPED,
+            reason=f"already retried as job {new or '?'} (by someone else or an automatic retry,"
+            " after the listing)",
+        )
+    return _after_error(job, exc)
 
 
 def _after_reread(job: Job, exc: BuildkiteError, fresh: Job | BuildkiteError) -> JobOutcome:
@@ -141,7 +176,8 @@ def _after_reread(job: Job, exc: BuildkiteError, fresh: Job | BuildkiteError) ->
         job,
         FAILED,
         reason=f"outcome unknown: the retry's answer was lost ({type(exc).__name__}) and {why};"
-        " not sent again to avoid retrying twice: check the build",
+        " not sent again to avoid retrying twice: running retry-failed again is safe (a job"
+        " that does not show as retried is picked up again)",
     )
 
 
@@ -155,7 +191,13 @@ def _finish(
     return [skip if skip is not None else results[job.id] for job, skip in planned]
 
 
-def _report(run: _Run, outcomes: Sequence[JobOutcome], aborted: str | None = None) -> RetryReport:
+def _report(
+    run: _Run,
+    outcomes: Sequence[JobOutcome],
+    aborted: str | None = None,
+    *,
+    interrupted: bool = False,
+) -> RetryReport:
     return RetryReport(
         org=run.ctx.org,
         pipeline=run.ctx.pipeline,
@@ -165,7 +207,16 @@ def _report(run: _Run, outcomes: Sequence[JobOutcome], aborted: str | None = Non
         dry_run=run.dry_run,
         waited=run.wait and not run.dry_run and aborted is None,
         aborted=aborted,
+        interrupted=interrupted,
     )
+
+
+_INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+def _interrupted(run: _Run, outcomes: Sequence[JobOutcome], *, waited: bool) -> RetryInterrupted:
+    report = replace(_report(run, outcomes, interrupted=True), waited=waited)
+    return RetryInterrupted(report)
 
 
 def _abort(run: _Run, outcomes: Sequence[JobOutcome], why: str) -> RetryAbortedError:
@@ -216,6 +267,21 @@ class _Waiting:
             return  # a long wait stays visible without a line per poll
         self._last = (counts, elapsed)
         run.progress(f"waiting for retried jobs: {counts} after {elapsed:.0f}s")
+
+    def done(self, run: _Run, elapsed: float) -> None:
+        """The last progress line: all finished, or the timeout."""
+        if not any(o.outcome == RETRIED for o in self.outcomes):
+            return
+        done = [o for o in self.outcomes if o.outcome == RETRIED and o.finished]
+        passed = sum(1 for o in done if o.final_state == "passed")
+        counts = f"{len(done)} finished ({passed} passed)"
+        if self.pending:
+            run.progress(
+                f"stopped waiting at the {run.wait_timeout:g}s timeout: {counts},"
+                f" {len(self.pending)} still running"
+            )
+        else:
+            run.progress(f"done waiting after {elapsed:.0f}s: {counts}")
 
 
 # -- sync ---------------------------------------------------------------------------------------
@@ -273,7 +339,12 @@ def retry_failed_siblings(
     def one(job: Job) -> JobOutcome:
         if stop.is_set():
             return _not_sent(job, why[0])
-        outcome = _retry_one(client, run, job)
+        try:
+            outcome = _retry_one(client, run, job)
+        except KeyboardInterrupt:
+            why.insert(0, _INTERRUPTED)
+            stop.set()
+            raise
         if isinstance(outcome, BuildkiteError):
             why.append(outcome.message if isinstance(outcome, APIStatusError) else str(outcome))
             stop.set()
@@ -281,14 +352,41 @@ def retry_failed_siblings(
         run.progress(_describe(outcome))
         return outcome
 
+    interrupted = False
     with ThreadPoolExecutor(max_workers=run.concurrency) as pool:
-        results = dict(zip((j.id for j in chosen), pool.map(one, chosen), strict=True))
-    outcomes = _finish(run, planned, results)
+        futures = [pool.submit(one, job) for job in chosen]
+        try:
+            done = [future.result() for future in futures]
+        except KeyboardInterrupt:
+            # Send nothing more; the retries in flight finish so that the report is true.
+            interrupted = True
+            if _INTERRUPTED not in why:
+                why.insert(0, _INTERRUPTED)
+            stop.set()
+            done = [_result(future, job) for future, job in zip(futures, chosen, strict=True)]
+    outcomes = _finish(run, planned, {o.job_id: o for o in done})
+    if interrupted:
+        raise _interrupted(run, outcomes, waited=False)
     if stop.is_set():
         raise _abort(run, outcomes, why[0])
     if run.wait:
-        outcomes = _wait(client, run, outcomes, sleep, clock)
+        outcomes, interrupted = _wait(client, run, outcomes, sleep, clock)
+        if interrupted:
+            raise _interrupted(run, outcomes, waited=True)
     return _report(run, outcomes)
+
+
+def _result(future: Future[JobOutcome], job: Job) -> JobOutcome:
+    """A worker's outcome after Ctrl-C; a retry cut off while being sent is unknown."""
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        return _outcome(
+            job,
+            FAILED,
+            reason="outcome unknown: interrupted while the retry was being sent; running"
+            " retry-failed again is safe (a job that does not show as retried is picked up again)",
+        )
 
 
 def _retry_one(client: JobsClient, run: _Run, job: Job) -> JobOutcome | BuildkiteError:
@@ -296,14 +394,14 @@ def _retry_one(client: JobsClient, run: _Run, job: Job) -> JobOutcome | Buildkit
     where: dict[str, Any] = {"pipeline": run.ctx.pipeline, "build": run.ctx.build}
     try:
         new = client.retry_job(job.id, **where)
-    except _UNKNOWN_ERRORS as exc:
+    except BuildkiteError as exc:
+        if not isinstance(exc, _UNKNOWN_ERRORS) and not _lost_race(exc):
+            return exc if _is_abort(exc) else _after_error(job, exc)
         try:
             fresh: Job | BuildkiteError = client.get_job(job.id, **where)
         except BuildkiteError as read_error:
             fresh = read_error
-        return _after_reread(job, exc, fresh)
-    except BuildkiteError as exc:
-        return exc if _is_abort(exc) else _after_error(job, exc)
+        return _after_race(job, exc, fresh) if _lost_race(exc) else _after_reread(job, exc, fresh)
     return _outcome(job, RETRIED, new_job_id=new.id)
 
 
@@ -313,25 +411,28 @@ def _wait(
     outcomes: list[JobOutcome],
     sleep: Callable[[float], None],
     clock: Callable[[], float],
-) -> list[JobOutcome]:
+) -> tuple[list[JobOutcome], bool]:
+    """The outcomes with their final states, and whether Ctrl-C stopped the wait."""
     waiting = _Waiting(list(outcomes))
-    start = clock()
-    while waiting.pending:
-        for index, job_id in list(waiting.pending.items()):
-            try:
-                job = client.get_job(job_id, pipeline=run.ctx.pipeline, build=run.ctx.build)
-            except BuildkiteError as exc:
-                waiting.poll_failed(run, index, job_id, exc)
-                continue
-            waiting.update(index, job)
-        elapsed = clock() - start
-        if not waiting.pending:
-            break
-        waiting.report(run, elapsed)
-        if elapsed >= run.wait_timeout:
-            break
-        sleep(min(run.poll_interval, run.wait_timeout - elapsed))
-    return waiting.outcomes
+    start, elapsed = clock(), 0.0
+    try:
+        while waiting.pending:
+            for index, job_id in list(waiting.pending.items()):
+                try:
+                    job = client.get_job(job_id, pipeline=run.ctx.pipeline, build=run.ctx.build)
+                except BuildkiteError as exc:
+                    waiting.poll_failed(run, index, job_id, exc)
+                    continue
+                waiting.update(index, job)
+            elapsed = clock() - start
+            if not waiting.pending or elapsed >= run.wait_timeout:
+                break
+            waiting.report(run, elapsed)
+            sleep(min(run.poll_interval, run.wait_timeout - elapsed))
+    except KeyboardInterrupt:
+        return waiting.outcomes, True
+    waiting.done(run, elapsed)
+    return waiting.outcomes, False
 
 
 def _describe(o: JobOutcome) -> str:
@@ -415,14 +516,14 @@ async def _async_retry_one(
     where: dict[str, Any] = {"pipeline": run.ctx.pipeline, "build": run.ctx.build}
     try:
         new = await client.retry_job(job.id, **where)
-    except _UNKNOWN_ERRORS as exc:
+    except BuildkiteError as exc:
+        if not isinstance(exc, _UNKNOWN_ERRORS) and not _lost_race(exc):
+            return exc if _is_abort(exc) else _after_error(job, exc)
         try:
             fresh: Job | BuildkiteError = await client.get_job(job.id, **where)
         except BuildkiteError as read_error:
             fresh = read_error
-        return _after_reread(job, exc, fresh)
-    except BuildkiteError as exc:
-        return exc if _is_abort(exc) else _after_error(job, exc)
+        return _after_race(job, exc, fresh) if _lost_race(exc) else _after_reread(job, exc, fresh)
     return _outcome(job, RETRIED, new_job_id=new.id)
 
 
@@ -434,7 +535,7 @@ async def _async_wait(
     clock: Callable[[], float],
 ) -> list[JobOutcome]:
     waiting = _Waiting(list(outcomes))
-    start = clock()
+    start, elapsed = clock(), 0.0
 
     semaphore = asyncio.Semaphore(run.concurrency)
 
@@ -450,10 +551,9 @@ async def _async_wait(
     while waiting.pending:
         await asyncio.gather(*(poll(i, j) for i, j in list(waiting.pending.items())))
         elapsed = clock() - start
-        if not waiting.pending:
+        if not waiting.pending or elapsed >= run.wait_timeout:
             break
         waiting.report(run, elapsed)
-        if elapsed >= run.wait_timeout:
-            break
         await sleep(min(run.poll_interval, run.wait_timeout - elapsed))
+    waiting.done(run, elapsed)
     return waiting.outcomes

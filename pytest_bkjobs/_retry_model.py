@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_USAGE",
     "JobOutcome",
     "RetryAbortedError",
+    "RetryInterrupted",
     "RetryOptions",
     "RetryReport",
     "SelectHook",
@@ -50,6 +51,14 @@ class RetryAbortedError(BuildkiteError):
     def __init__(self, message: str, report: RetryReport) -> None:
         super().__init__(message)
         self.message = message
+        self.report = report
+
+
+class RetryInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run; ``report`` says what was done (retries in flight finished)."""
+
+    def __init__(self, report: RetryReport) -> None:
+        super().__init__("interrupted")
         self.report = report
 
 
@@ -153,11 +162,11 @@ class JobOutcome:
     """What happened to one listed job.
 
     ``outcome`` is ``retried`` (``new_job_id`` set), ``would_retry`` (dry run), ``skipped``
-    (``reason`` says why) or ``failed`` (``reason`` holds the API's message, or says that the
-    outcome is unknown). ``recovered`` means the retry's answer was lost and the new id was read
-    back from the job. With waiting, ``final_state`` is the retry's last seen state and
-    ``finished`` whether it is final; ``final_job_id`` differs from ``new_job_id`` when
-    Buildkite retried the retry automatically.
+    (``reason`` says why) or ``failed`` (``reason`` holds the API's message, with its HTTP
+    status in ``status_code``, or says that the outcome is unknown). ``recovered`` means the
+    retry's answer was lost and the new id was read back from the job. With waiting,
+    ``final_state`` is the retry's last seen state and ``finished`` whether it is final;
+    ``final_job_id`` differs from ``new_job_id`` when Buildkite retried the retry automatically.
     """
 
     job_id: str
@@ -172,6 +181,7 @@ class JobOutcome:
     final_state: str | None = None
     finished: bool | None = None
     final_job_id: str | None = None
+    status_code: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -188,6 +198,7 @@ class JobOutcome:
             "final_state": self.final_state,
             "finished": self.finished,
             "final_job_id": self.final_job_id,
+            "status_code": self.status_code,
         }
 
 
@@ -196,9 +207,9 @@ class RetryReport:
     """The result of ``retry_failed_siblings``: one ``JobOutcome`` per listed job.
 
     Exit-code rule (``exit_code``, used by ``bkjobs retry-failed``): 1 if any retry failed or
-    has an unknown outcome, or the run was aborted; else 3 if waiting and a retried job did not
-    pass (failed, timed out, canceled, or not finished by the timeout); else 0 (including
-    "nothing to retry" and dry runs). 2 is kept for command-line usage errors.
+    has an unknown outcome, or the run was aborted or interrupted; else 3 if waiting and a
+    retried job did not pass (failed, timed out, canceled, or not finished by the timeout);
+    else 0 (including "nothing to retry" and dry runs). 2 is kept for command-line usage errors.
     """
 
     org: str
@@ -209,6 +220,7 @@ class RetryReport:
     dry_run: bool = False
     waited: bool = False
     aborted: str | None = None
+    interrupted: bool = False  # Ctrl-C: jobs not reached are "not sent", waits not finished
 
     def _with(self, outcome: str) -> list[JobOutcome]:
         return [o for o in self.outcomes if o.outcome == outcome]
@@ -242,8 +254,8 @@ class RetryReport:
 
     @property
     def exit_code(self) -> int:
-        """0 ok, 1 a retry failed or the run aborted, 3 a waited-for retry did not pass."""
-        if self.aborted or self.failed:
+        """0 ok, 1 a retry failed or the run stopped, 3 a waited-for retry did not pass."""
+        if self.aborted or self.failed or self.interrupted:
             return EXIT_FAILED
         if self.not_passed:
             return EXIT_RETRIED_JOBS_DID_NOT_PASS
@@ -267,6 +279,8 @@ class RetryReport:
             passed = sum(1 for o in self.retried if o.final_state == "passed")
             parts.append(f"{passed} of {len(self.retried)} retries passed")
         text = f"build {self.pipeline} #{self.build}: " + ", ".join(parts)
+        if self.interrupted:
+            text += "; INTERRUPTED (Ctrl-C): the report shows what was done until then"
         return text + (f"; ABORTED: {self.aborted}" if self.aborted else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,6 +293,7 @@ class RetryReport:
             "dry_run": self.dry_run,
             "waited": self.waited,
             "aborted": self.aborted,
+            "interrupted": self.interrupted,
             "exit_code": self.exit_code,
             "summary": self.summary(),
             "counts": {

@@ -27,6 +27,7 @@ from ._cli_output import job_details, job_dict, job_line, print_json, progress, 
 from ._cli_parser import PROG, build_parser
 from ._errors import (
     APIConnectionError,
+    BadRequestError,
     BuildkiteError,
     ConfigurationError,
     InvalidResponseError,
@@ -36,6 +37,7 @@ from ._errors import (
 if TYPE_CHECKING:
     from ._client import JobsClient
     from ._models import Job
+    from ._retry_model import RetryReport
     from .ci import BuildContext
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -104,7 +106,13 @@ def _need_build(where: Where) -> tuple[str, int]:
 def _job_route(args: argparse.Namespace, where: Where) -> tuple[str, dict[str, Any]]:
     """The job id to act on and the route: build-scoped when the build is known for it."""
     given = getattr(args, "job_id", None)
-    if given:
+    if given is not None:
+        if given.strip() in ("", ".", ".."):
+            # An empty JOB must not fall back to the current job (delete-log would delete it).
+            raise UsageError(
+                f"JOB must be a job id (a UUID; `bkjobs list` shows them), got {given!r};"
+                " leave JOB out to act on the current job where that is allowed"
+            )
         if where.explicit_build:
             return given, {"pipeline": where.pipeline, "build": where.build}
         return given, {}  # a job of any build: the org-scoped route finds it
@@ -199,13 +207,19 @@ def cmd_env(args: argparse.Namespace, where: Where, state: _State) -> int:
 
 
 def cmd_log(args: argparse.Namespace, where: Where, state: _State) -> int:
-    from ._files import atomic_writer, check_destination, write_atomic
-    from ._logs import iter_strip_log, strip_log
+    from ._files import atomic_writer, write_atomic
+    from ._logs import drop_partial_line, iter_strip_log, strip_log
 
     job_id, route = _job_route(args, where)
     fmt = "json" if args.json and not args.output else args.format
+    if args.tail is not None and fmt != "text":
+        raise UsageError(
+            f"--tail works with the text log only, not --format {fmt}"
+            + (" (--json without -o prints the JSON format)" if args.json else "")
+            + "; drop --tail, or use --format text"
+        )
     if args.output:
-        check_destination(args.output)
+        check_writable(args.output)
     with _client(args, where, state) as client:
         if fmt == "text" and args.tail is None:
             # Streamed: a log can be up to 1 GiB, so it is never held whole in memory.
@@ -248,7 +262,9 @@ def cmd_log(args: argparse.Namespace, where: Where, state: _State) -> int:
         else:  # the last --tail bytes
             text = client.get_job_log_text(job_id, tail=args.tail, **route)
             if args.strip:
-                text = strip_log(text)
+                # A tail starts anywhere, even inside a timestamp marker: drop that first piece.
+                partial = len(text.encode("utf-8", "surrogateescape")) >= args.tail
+                text = strip_log(drop_partial_line(text) if partial else text)
     if args.output:
         data = text.encode("utf-8")
         write_atomic(args.output, data)
@@ -270,6 +286,16 @@ def cmd_retry(args: argparse.Namespace, where: Where, state: _State) -> int:
     with _client(args, where, state) as client:
         try:
             new = client.retry_job(job_id, **route)
+        except BadRequestError as exc:
+            if "retried once" not in exc.message.lower():
+                raise
+            old = client.get_job(job_id, **route)
+            if not old.retried_in_job_id:
+                raise
+            raise BuildkiteError(
+                f"{exc.message}: job {job_id} was already retried, as job {old.retried_in_job_id};"
+                f" it was not retried again (bkjobs get {old.retried_in_job_id} shows the retry)"
+            ) from exc
         except (APIConnectionError, ServerError, InvalidResponseError) as exc:
             # The PUT may have been executed: look instead of sending it again.
             try:
@@ -295,14 +321,62 @@ def cmd_retry(args: argparse.Namespace, where: Where, state: _State) -> int:
 
 
 def cmd_retry_failed(args: argparse.Namespace, where: Where, state: _State) -> int:
-    from ._toolkit import load_select_hook
     from .ci import BuildContext
 
     pipeline, build = _need_build(where)
-    hook = load_select_hook(args.plugin)
+    hook = _load_plugins(args.plugin)
     with _client(args, where, state) as client:
         ctx = BuildContext(org=client.org, pipeline=pipeline, build=build, job_id=where.job_id)
         return run_retry_failed(client, ctx, args, hook=hook)
+
+
+def _load_plugins(modules: Sequence[str]) -> Callable[[Job, BuildContext], bool | None] | None:
+    """The select hook; ``--plugin`` modules are found in the working directory too."""
+    from ._toolkit import load_select_hook
+
+    # Like `python -m`, so that `--plugin agent_lost` finds ./agent_lost.py from the console
+    # script too; only while importing them.
+    cwd = os.getcwd()
+    added = bool(modules) and cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return load_select_hook(modules)
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(cwd)
+
+
+def check_writable(dest: str) -> None:
+    """Fail before any request when ``dest`` cannot be written (a file is created and removed)."""
+    import tempfile
+
+    from ._files import check_destination
+
+    path = check_destination(dest)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write {dest}: {exc.strerror or exc} in {str(path.parent)!r};"
+            " give a path in a writable folder"
+        ) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def _write_report(dest: str, data: bytes) -> None:
+    from ._files import write_atomic
+
+    try:
+        write_atomic(dest, data)
+    except OSError as exc:  # named after the real path, not the temporary file beside it
+        raise ConfigurationError(
+            f"cannot write the report to {dest}: {exc.strerror or exc}; the report was printed"
+            " above, check the path and permissions"
+        ) from None
 
 
 def run_retry_failed(
@@ -313,13 +387,13 @@ def run_retry_failed(
     hook: Callable[[Job, BuildContext], bool | None] | None = None,
 ) -> int:
     """``retry-failed``'s run, report and exit status (``bkjobs demo`` runs it too)."""
-    from ._files import check_destination, write_atomic
-    from ._retry_model import RetryAbortedError
+    from ._retry_model import RetryAbortedError, RetryInterrupted
     from .ci import retry_failed_siblings
 
     if args.annotate:
-        check_destination(args.annotate)
+        check_writable(args.annotate)  # before any retry: the report must not be lost
     aborted: RetryAbortedError | None = None
+    interrupted = False
     try:
         report = retry_failed_siblings(
             client,
@@ -338,16 +412,47 @@ def run_retry_failed(
         )
     except RetryAbortedError as exc:
         aborted, report = exc, exc.report
-    if args.annotate:
-        write_atomic(args.annotate, report.to_markdown().encode("utf-8"))
-        progress(f"wrote the Markdown report to {args.annotate} (buildkite-agent annotate)")
+    except RetryInterrupted as exc:
+        interrupted, report = True, exc.report
     if args.json:
         print_json(report.to_dict())
     else:
         print(report_text(report))
+    sys.stdout.flush()
+    if args.annotate:
+        _write_report(args.annotate, report.to_markdown().encode("utf-8"))
+        progress(f"wrote the Markdown report to {args.annotate} (buildkite-agent annotate)")
+    if interrupted:
+        raise KeyboardInterrupt
     if aborted is not None:
         _error(f"{aborted.message}; the build was canceled, so rebuild it instead of retrying")
+    _explain_failures(report)
     return report.exit_code
+
+
+def _explain_failures(report: RetryReport) -> None:
+    """One line per kind of failure whose fix is not in the API's message."""
+    refused = [o for o in report.failed if o.status_code == 403]
+    if refused:
+        _error(
+            f"{len(refused)} retr{'y was' if len(refused) == 1 else 'ies were'} refused (403):"
+            " give the API token the write_builds scope (Buildkite > Personal Settings > API"
+            " Access Tokens) or use one that has it"
+        )
+    limited = [o for o in report.failed if o.status_code == 429]
+    if limited:
+        _error(
+            f"{len(limited)} retr{'y was' if len(limited) == 1 else 'ies were'} rate limited"
+            " (429) and not sent: run bkjobs retry-failed again after the reset (safe: jobs"
+            " already retried are skipped), or lower --concurrency"
+        )
+    unknown = [o for o in report.failed if (o.reason or "").startswith("outcome unknown")]
+    if unknown:
+        _error(
+            f"{len(unknown)} retr{'y has' if len(unknown) == 1 else 'ies have'} an unknown outcome"
+            " (the answer was lost and the job does not show as retried); running bkjobs"
+            " retry-failed again is safe: a job that does not show as retried is picked up again"
+        )
 
 
 def cmd_unblock(args: argparse.Namespace, where: Where, state: _State) -> int:
@@ -403,11 +508,11 @@ def cmd_reprioritize(args: argparse.Namespace, where: Where, state: _State) -> i
 
 
 def cmd_delete_log(args: argparse.Namespace, where: Where, state: _State) -> int:
+    job_id, route = _job_route(args, where)
     if not args.yes:
         raise UsageError(
-            f"refusing to delete the log of {args.job_id} without --yes (this cannot be undone)"
+            f"refusing to delete the log of {job_id} without --yes (this cannot be undone)"
         )
-    job_id, route = _job_route(args, where)
     with _client(args, where, state) as client:
         client.delete_job_log(job_id, **route)
     if args.json:
@@ -418,7 +523,7 @@ def cmd_delete_log(args: argparse.Namespace, where: Where, state: _State) -> int
 
 
 def cmd_fake_server(args: argparse.Namespace, where: Where, state: _State) -> int:
-    from .fake import run_fake_server
+    from ._demo import serve_fake
 
     def emit(line: str) -> None:
         if args.json:
@@ -426,7 +531,7 @@ def cmd_fake_server(args: argparse.Namespace, where: Where, state: _State) -> in
         else:
             print(line, flush=True)
 
-    return run_fake_server(port=args.port, host=args.host, sample=args.sample, print_fn=emit)
+    return serve_fake(port=args.port, host=args.host, sample=args.sample, print_fn=emit)
 
 
 def cmd_demo(args: argparse.Namespace, where: Where, state: _State) -> int:

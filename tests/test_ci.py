@@ -15,11 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from pytest_bkjobs import ConfigurationError, InvalidArgumentError, Job
+from pytest_bkjobs import ConfigurationError, InvalidArgumentError, Job, JobsClient
 from pytest_bkjobs.ci import (
     BuildContext,
     NotInBuildkiteError,
     RetryAbortedError,
+    RetryInterrupted,
     RetryOptions,
     RetryReport,
     async_retry_failed_siblings,
@@ -463,17 +464,68 @@ def test_exactly_once_under_faults(
         assert report.exit_code == 1
 
 
-def test_a_job_retried_by_someone_else_is_a_failure_with_the_api_message(make_client: Any) -> None:
-    bk = MiniBuildkite({"id": "a", "state": "failed"})
+def test_a_job_retried_by_someone_else_is_skipped_not_failed(make_client: Any) -> None:
+    bk = MiniBuildkite({"id": "a", "state": "failed"}, {"id": "b", "state": "failed"})
 
     def racing(request: httpx.Request) -> httpx.Response:
-        if request.method == "PUT":
-            bk.jobs["a"]["retried"] = True  # another retry landed between list and PUT
+        if request.method == "PUT" and request.url.path.endswith("/a/retry"):
+            # another retry (a person, or Buildkite's automatic one) landed between list and PUT
+            bk.jobs["a"].update(retried=True, retried_in_job_id="a-auto")
         return bk.handler(request)
 
     report = run(make_client(racing))
-    assert [(o.job_id, o.reason) for o in report.failed] == [("a", "Jobs can only be retried once")]
+    assert [(o.job_id, o.reason) for o in report.skipped] == [
+        ("a", "already retried as job a-auto (by someone else or an automatic retry, after the"
+         " listing)")
+    ]  # fmt: skip
+    assert [o.job_id for o in report.retried] == ["b"]
+    assert not report.failed
+    assert report.exit_code == 0
+
+
+def test_a_refusal_to_retry_twice_of_a_job_that_is_not_retried_stays_a_failure(
+    make_client: Any,
+) -> None:
+    bk = MiniBuildkite({"id": "a", "state": "failed"})
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            return httpx.Response(400, json={"message": "Jobs can only be retried once"})
+        return bk.handler(request)
+
+    report = run(make_client(refusing))
+    assert [(o.job_id, o.reason, o.status_code) for o in report.failed] == [
+        ("a", "Jobs can only be retried once", 400)
+    ]
     assert report.exit_code == 1
+
+
+def test_a_403_records_its_status(make_client: Any) -> None:
+    bk = MiniBuildkite({"id": "a", "state": "failed"})
+
+    def forbidden(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            return httpx.Response(403, json={"message": "Forbidden"})
+        return bk.handler(request)
+
+    report = run(make_client(forbidden))
+    assert [(o.outcome, o.status_code) for o in report.outcomes] == [("failed", 403)]
+
+
+def test_a_rate_limit_longer_than_the_budget_says_so(make_client: Any) -> None:
+    bk = MiniBuildkite({"id": "a", "state": "failed"})
+
+    def limited(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            return httpx.Response(
+                429, headers={"RateLimit-Reset": "300"}, json={"message": "Too many requests"}
+            )
+        return bk.handler(request)
+
+    report = run(make_client(limited, max_wait=1.0))
+    reason = report.failed[0].reason or ""
+    assert reason.startswith("rate limited: the limit resets in 300s, longer than the client waits")
+    assert "still rate limited after waiting" not in reason
 
 
 def test_a_canceled_build_stops_the_run(make_client: Any) -> None:
@@ -612,8 +664,11 @@ def test_a_poll_that_cannot_succeed_keeps_the_report(make_client: Any) -> None:
     ("kwargs", "match"),
     [
         ({"concurrency": 0}, "concurrency must be an integer >= 1"),
-        ({"wait_timeout": -1}, "wait_timeout must be a number of seconds"),
-        ({"poll_interval": "5"}, "poll_interval must be a number of seconds"),
+        ({"wait_timeout": -1}, "wait_timeout must be a finite number of seconds"),
+        ({"poll_interval": "5"}, "poll_interval must be a finite number of seconds"),
+        ({"wait_timeout": float("nan")}, "wait_timeout must be a finite number of seconds"),
+        ({"poll_interval": float("nan")}, "poll_interval must be a finite number of seconds"),
+        ({"wait_timeout": float("inf")}, "wait_timeout must be a finite number of seconds"),
     ],
 )
 def test_run_arguments_are_checked_before_sending(
@@ -623,6 +678,75 @@ def test_run_arguments_are_checked_before_sending(
     with pytest.raises(InvalidArgumentError, match=match):
         run(make_client(bk.handler), **kwargs)
     assert not bk.list_queries
+
+
+def test_wait_progress_has_a_final_line(make_client: Any) -> None:
+    bk = MiniBuildkite({"id": "a", "state": "failed"}, finish_after=2)
+    bk.results = {"a": "passed"}
+    messages: list[str] = []
+    report = run(make_client(bk.handler), wait=True, poll_interval=1, progress=messages.append)
+    assert report.exit_code == 0
+    waits = [m for m in messages if "wait" in m]
+    assert waits == [
+        "waiting for retried jobs: 0 finished (0 passed), 1 still running after 0s",
+        "done waiting after 1s: 1 finished (1 passed)",
+    ]
+
+
+def test_wait_progress_at_the_timeout(make_client: Any) -> None:
+    bk = MiniBuildkite({"id": "a", "state": "failed"})
+    messages: list[str] = []
+    run(make_client(bk.handler), wait=True, wait_timeout=2, progress=messages.append)
+    assert messages[-1] == (
+        "stopped waiting at the 2s timeout: 0 finished (0 passed), 1 still running"
+    )
+
+
+def test_ctrl_c_during_the_wait_keeps_the_report() -> None:
+    bk = MiniBuildkite({"id": "a", "state": "failed"}, {"id": "b", "state": "failed"})
+    bk.results = {"a": "passed"}
+    client = JobsClient(token="t", org="acme", transport=httpx.MockTransport(bk.handler))
+
+    def interrupt(delay: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(RetryInterrupted) as info:
+        retry_failed_siblings(client, CTX, wait=True, sleep=interrupt)
+    report = info.value.report
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert report.interrupted
+    assert report.waited
+    assert [(o.job_id, o.outcome, o.final_state) for o in report.outcomes] == [
+        ("a", "retried", "passed"),
+        ("b", "retried", "running"),
+    ]
+    assert "INTERRUPTED (Ctrl-C)" in report.summary()
+    assert report.to_dict()["interrupted"] is True
+    assert report.exit_code == 1
+
+
+def test_ctrl_c_while_retrying_sends_nothing_more() -> None:
+    jobs = ({"id": name, "state": "failed"} for name in ("a", "b", "c"))
+    bk = MiniBuildkite(*jobs)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and "/b/" in request.url.path:
+            raise KeyboardInterrupt
+        return bk.handler(request)
+
+    client = JobsClient(token="t", org="acme", transport=httpx.MockTransport(handler))
+    with pytest.raises(RetryInterrupted) as info:
+        retry_failed_siblings(client, CTX, concurrency=1)
+    report = info.value.report
+    assert [(o.job_id, o.outcome) for o in report.outcomes] == [
+        ("a", "retried"),
+        ("b", "failed"),
+        ("c", "skipped"),
+    ]
+    assert (report.outcomes[1].reason or "").startswith("outcome unknown: interrupted")
+    assert report.outcomes[2].reason == "not sent: the run stopped (interrupted (Ctrl-C))"
+    assert bk.puts == Counter({"a": 1})
+    assert not report.waited
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -655,6 +779,7 @@ def test_report_to_dict_and_markdown(make_client: Any) -> None:
         "final_state": None,
         "finished": None,
         "final_job_id": None,
+        "status_code": None,
     }
     markdown = report.to_markdown()
     lines = markdown.splitlines()

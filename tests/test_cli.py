@@ -225,7 +225,8 @@ def test_retry_one_job(bk: Runner, sample: SampleBuild, fake: FakeBuildkite) -> 
     assert fake.retry_calls(job_id) == 1
     again = bk("retry", job_id)
     assert again.code == 1
-    assert "Jobs can only be retried once" in again.err
+    assert "Jobs can only be retried once: job" in again.err
+    assert f"was already retried, as job {new['id']}" in again.err
 
 
 def test_retry_with_a_lost_answer_reads_back(
@@ -541,7 +542,45 @@ def test_429_after_waiting(bk: Runner, sample: SampleBuild, fake: FakeBuildkite)
     result = bk("get")
     assert result.code == 1
     assert "Buildkite rate limit reached (429, scope rest_user" in result.err
+    # The window (3600s) is longer than the client's wait budget: it did not wait it out.
+    assert "longer than bkjobs waits for a rate limit (120s; gave up after 0s)" in result.err
+    assert "still limited after waiting" not in result.err
+    assert "--concurrency" not in result.err  # get has no --concurrency
+
+
+def test_429_in_retry_failed_suggests_less_concurrency(
+    bk: Runner, sample: SampleBuild, fake: FakeBuildkite
+) -> None:
+    fake.set_rate_limits(user=1, window=3600)
+    result = bk("retry-failed")
+    assert result.code == 1
     assert "lower --concurrency" in result.err
+
+
+def test_a_5xx_html_page_shows_its_title_only(
+    bk: Runner, sample: SampleBuild, fake: FakeBuildkite
+) -> None:
+    fake.inject_fault("error", status=502, body="html", times=None)
+    result = bk("get")
+    assert result.code == 1
+    assert "Buildkite failed (502:" in result.err
+    assert "<html>" not in result.err
+    assert "<title>" not in result.err
+    assert len(result.err.splitlines()) == 1
+
+
+def test_retry_failed_without_write_builds_names_the_scope_once(
+    bk: Runner, sample: SampleBuild, fake: FakeBuildkite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.add_token("read-only-token", scopes=["read_builds"])
+    monkeypatch.setenv("BUILDKITE_API_TOKEN", "read-only-token")
+    result = bk("retry-failed")
+    assert result.code == 1
+    assert result.out.splitlines()[0].endswith("0 retried, 3 failed, 1 skipped")
+    assert result.err.count("give the API token the write_builds scope") == 1
+    assert "bkjobs: error: 3 retries were refused (403): give the API token the write_builds" in (
+        result.err
+    )
 
 
 def test_debug_shows_a_traceback_without_the_token(
@@ -574,6 +613,13 @@ def test_connection_error_message() -> None:
         ["retry"],
         ["retry-failed", "--concurrency", "0"],
         ["log", "--tail", "-5"],
+        ["retry-failed", "--wait", "--timeout", "nan"],
+        ["retry-failed", "--wait", "--timeout", "inf"],
+        ["retry-failed", "--wait", "--poll-interval", "nan"],
+        ["retry-failed", "--poll-interval", "-inf"],
+        ["retry-failed", "--step-key", ""],
+        ["fake-server", "--port", "99999"],
+        ["fake-server", "--port", "-1"],
     ],
 )
 def test_usage_errors_exit_2(bk: Runner, clean_env: Path, argv: list[str]) -> None:
@@ -654,3 +700,189 @@ def test_cassette_convert(bk: Runner, clean_env: Path) -> None:
     missing = bk("cassette", "convert", str(clean_env / "nope.yml"))
     assert missing.code == 1
     assert "is not a file" in missing.err
+
+
+# -- review fixes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["delete-log", "", "--yes"],
+        ["delete-log", " ", "--yes"],
+        ["reprioritize", "", "7"],
+        ["retry", ""],
+        ["unblock", ""],
+        ["get", ""],
+        ["env", ""],
+        ["log", ""],
+        ["get", ".."],
+        ["log", "."],
+    ],
+)
+def test_an_empty_job_is_a_usage_error_not_the_current_job(
+    bk: Runner, sample: SampleBuild, fake: FakeBuildkite, argv: list[str]
+) -> None:
+    log_before = fake.log(sample.current_job_id)
+    requests_before = len(fake.requests)
+    result = bk(*argv)
+    assert result.code == 2
+    assert "JOB must be a job id (a UUID; `bkjobs list` shows them)" in result.err
+    assert result.out == ""
+    assert len(fake.requests) == requests_before  # nothing was sent
+    assert fake.log(sample.current_job_id) == log_before
+
+
+def test_annotate_to_an_unwritable_folder_fails_before_any_retry(
+    bk: Runner, sample: SampleBuild, fake: FakeBuildkite, tmp_path: Path
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores the mode; /proc refuses even root
+            locked = Path("/proc")
+        result = bk("retry-failed", "--annotate", str(locked / "r.md"))
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+    assert result.code == 1
+    assert f"bkjobs: error: cannot write {locked / 'r.md'}:" in result.err
+    assert ".part" not in result.err
+    assert all(fake.retry_calls(job_id) == 0 for job_id in sample.job_ids.values())
+
+
+def test_annotate_write_failure_still_prints_the_report(
+    bk: Runner,
+    sample: SampleBuild,
+    fake: FakeBuildkite,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pytest_bkjobs import _files
+
+    def disk_full(dest: object, data: bytes) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / ".r.md.abc.part"))
+
+    monkeypatch.setattr(_files, "write_atomic", disk_full)
+    result = bk("retry-failed", "--annotate", str(tmp_path / "r.md"))
+    assert result.code == 1
+    assert result.out.startswith(f"build sample-app #{sample.number}: 3 retried")
+    assert f"cannot write the report to {tmp_path / 'r.md'}: No space left on device" in result.err
+    assert ".part" not in result.err
+
+
+def test_ctrl_c_during_wait_prints_the_report_and_writes_the_annotation(
+    bk: Runner,
+    sample: SampleBuild,
+    fake: FakeBuildkite,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pytest_bkjobs import ci
+
+    real = ci.retry_failed_siblings
+
+    def interrupt(delay: float) -> None:
+        raise KeyboardInterrupt
+
+    def with_ctrl_c(*args: object, **kwargs: object) -> object:
+        return real(*args, **kwargs, sleep=interrupt)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ci, "retry_failed_siblings", with_ctrl_c)
+    result = bk("retry-failed", "--wait", "--annotate", str(tmp_path / "r.md"))
+    assert result.code == 130
+    assert "3 retried, 0 failed, 1 skipped" in result.out
+    assert "INTERRUPTED (Ctrl-C)" in result.out
+    assert "INTERRUPTED (Ctrl-C)" in (tmp_path / "r.md").read_text()
+    assert "bkjobs: error: interrupted" in result.err
+
+
+def test_retry_failed_outcome_unknown_says_running_again_is_safe(
+    bk: Runner, sample: SampleBuild, fake: FakeBuildkite
+) -> None:
+    fake.inject_fault("error", method="PUT", path="/retry", times=None, status=502)
+    result = bk("retry-failed")
+    assert result.code == 1
+    assert "3 retries have an unknown outcome" in result.err
+    assert "running bkjobs retry-failed again is safe" in result.err
+    again = bk("retry-failed", "--dry-run", "--json")  # nothing was executed: picked up again
+    assert json.loads(again.out)["counts"]["would_retry"] == 3
+
+
+def test_plugin_from_the_working_directory(
+    bk: Runner, sample: SampleBuild, clean_env: Path
+) -> None:
+    import sys
+
+    name = f"agent_lost_{uuid.uuid4().hex[:8]}"
+    (clean_env / f"{name}.py").write_text(
+        "from pytest_bkjobs.hookspecs import bkjobs_hookimpl\n\n"
+        "@bkjobs_hookimpl\n"
+        "def bkjobs_select_job(job, ctx):\n"
+        "    return None if job.exit_status == -1 else False\n"
+    )
+    path_before = list(sys.path)
+    report = json.loads(bk("retry-failed", "--dry-run", "--plugin", name, "--json").out)
+    assert [j["job_id"] for j in report["jobs"] if j["outcome"] == "would_retry"] == [
+        sample.job_ids["timed_out"]
+    ]
+    assert sys.path == path_before  # the working directory was only added for the import
+    sys.modules.pop(name, None)
+
+
+def test_log_tail_strip_drops_the_partial_first_line(
+    bk: Runner, sample: SampleBuild, fake: FakeBuildkite
+) -> None:
+    job_id = sample.job_ids["failed"]
+    fake.update_job(job_id, log="\x1b_bk;t=1745322209921\x07$ make\r\n\x1b_bk;t=2\x07boom\r\n")
+    tail = len("4000000959\a$ make\r\n\x1b_bk;t=2\x07boom\r\n") - 10  # starts inside the marker
+    result = bk("log", job_id, "--tail", str(tail), "--strip")
+    assert result.code == 0, result.err
+    assert result.out == "boom\n"
+    whole = bk("log", job_id, "--tail", "1000", "--strip")  # the whole log: nothing dropped
+    assert whole.out == "$ make\nboom\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--tail", "10", "--format", "json"],
+        ["--tail", "10", "--format", "html"],
+        ["--tail", "10", "--json"],
+    ],
+)
+def test_log_tail_with_json_or_html_is_a_usage_error(
+    bk: Runner, sample: SampleBuild, argv: list[str]
+) -> None:
+    result = bk("log", *argv)
+    assert result.code == 2
+    assert "--tail works with the text log only" in result.err
+
+
+def test_progress_lines_from_threads_never_interleave(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import threading
+
+    from pytest_bkjobs._cli_output import progress
+
+    def spam(n: int) -> None:
+        for i in range(200):
+            progress(f"worker {n} line {i}")
+
+    threads = [threading.Thread(target=spam, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 800
+    assert all(line.startswith("bkjobs: worker ") and line.count("bkjobs") == 1 for line in lines)
+
+
+def test_demo_progress_ends_with_a_final_wait_line(bk: Runner, clean_env: Path) -> None:
+    result = bk("demo")
+    lines = result.err.splitlines()
+    assert all(line.count("bkjobs") <= 2 for line in lines)
+    assert sum(1 for line in lines if line.startswith("bkjobs: retried ")) == 3
+    assert "bkjobs: done waiting after 0s: 3 finished (2 passed)" in lines

@@ -159,6 +159,13 @@ def test_fake_server_command(tmp_path: Path) -> None:
         listing = bkjobs("list", "--json", cwd=tmp_path, **settings)
         assert listing.returncode == 0, listing.stderr
         assert len(json.loads(listing.stdout)) == 11
+        # The sample's retried jobs finish on their own, as in the demo (e2e fails again).
+        waited = bkjobs(
+            "retry-failed", "--wait", "--poll-interval", "0.05", "--timeout", "30", "--json",
+            cwd=tmp_path, **settings,
+        )  # fmt: skip
+        assert waited.returncode == 3, waited.stderr
+        assert json.loads(waited.stdout)["summary"].endswith("2 of 3 retries passed")
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=TIMEOUT) == 0
     finally:
@@ -176,3 +183,32 @@ def test_console_script(tmp_path: Path) -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("bkjobs ")
+
+
+def test_console_script_finds_a_plugin_in_the_working_directory(
+    fake: FakeBuildkite, url: str, tmp_path: Path
+) -> None:
+    script = Path(sys.executable).parent / "bkjobs"
+    if not script.exists():
+        pytest.skip("the bkjobs console script is not installed in this environment")
+    (tmp_path / "agent_lost.py").write_text(
+        "from pytest_bkjobs.hookspecs import bkjobs_hookimpl\n\n"
+        "@bkjobs_hookimpl\n"
+        "def bkjobs_select_job(job, ctx):\n"
+        "    return None if job.exit_status == -1 else False\n"
+    )
+    sample = fake.sample_build()
+    result = subprocess.run(
+        [str(script), "retry-failed", "--plugin", "agent_lost", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_environ(**step_env(fake, url, sample)),
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [j["job_id"] for j in report["jobs"] if j["outcome"] == "retried"] == [
+        sample.job_ids["timed_out"]
+    ]

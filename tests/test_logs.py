@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pytest_bkjobs._logs import drop_partial_line
 from pytest_bkjobs.ci import LogSection, iter_strip_log, split_sections, strip_log
 from tests.conftest import FIXTURES
 
@@ -200,6 +201,49 @@ def test_header_with_marker_and_colour() -> None:
     assert sections[1].title == ":rocket: Deploy"
     assert sections[1].timestamp_ms == 42
     assert sections[1].text == "line"
+
+
+def test_cursor_next_line_splits_a_section_line() -> None:
+    sections = split_sections("--- tests\none\x1b[1Etwo\n")
+    assert sections[0].lines == ("one", "two")
+
+
+@pytest.mark.parametrize("line", ["--- ", "+++  ", "~~~ \x1b[0m"])
+def test_a_marker_without_a_title_is_not_a_header(line: str) -> None:
+    sections = split_sections(f"--- real\n{line}\nafter\n")
+    assert [s.title for s in sections] == ["real"]
+    assert len(sections[0].lines) == 2
+
+
+def test_a_header_after_a_redraw_is_found_by_default() -> None:
+    raw = "progress 10%\rprogress 100%\r\x1b[K\x1b_bk;t=9\x07--- Tests\r\nok\r\n"
+    sections = split_sections(raw)
+    assert [(s.kind, s.title, s.lines, s.timestamp_ms) for s in sections] == [
+        ("---", "Tests", ("ok",), 9)
+    ]
+
+
+@pytest.mark.parametrize("cut", ["\x1b", "\x1b_", "\x1b_bk", "\x1b_bk;t", "\x1b_bk;t=12"])
+def test_an_unterminated_marker_at_the_end_of_a_partial_log_is_dropped(cut: str) -> None:
+    raw = "\x1b_bk;t=1\x07done\r\n" + cut
+    assert strip_log(raw) == "done\n"
+    assert "".join(iter_strip_log([raw.encode()])) == "done\n"
+    assert split_sections(raw) == [LogSection("", "", ("done",))]
+    assert strip_log(raw, timestamps=False, ansi=False).endswith(cut)  # left alone
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("4000000959\x07$ bkjobs list\r\n\x1b_bk;t=2\x07ok\r\n", "\x1b_bk;t=2\x07ok\r\n"),
+        ("4000000959\x07$ bkjobs list", "$ bkjobs list"),  # one unfinished line
+        ("t=1\x07", ""),
+        ("plain text", "plain text"),
+        ("\x1b_bk;t=1\x07x", "\x1b_bk;t=1\x07x"),  # a whole marker: not a leftover
+    ],
+)
+def test_drop_partial_line(tail: str, expected: str) -> None:
+    assert drop_partial_line(tail) == expected
 
 
 # -- properties ---------------------------------------------------------------------------------
