@@ -7,6 +7,7 @@ into a ``FakeRequest``, call ``Backend.dispatch`` and write the ``Reply`` it ret
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -28,8 +29,17 @@ from ._fake_http import (
     json_reply,
 )
 from ._fake_logs import EMPTY_LOG, INLINE_LIMIT, html_log_chunks, json_log_chunks
-from ._fake_state import ApiError, FakeState, JobRecord, decode_cursor, encode_cursor
+from ._fake_state import (
+    ApiError,
+    FakeState,
+    JobRecord,
+    ascii_int,
+    decode_cursor,
+    encode_cursor,
+)
 from ._models import FILTER_STATES
+
+logger = logging.getLogger("pytest_bkjobs.fake")
 
 API_PREFIX = "/v2"
 CONTROL_PREFIX = "/__fake__/"
@@ -53,7 +63,6 @@ _SCOPE_OF = {
     ("PUT", "unblock"): "write_builds",
     ("PUT", "reprioritize"): "write_builds",
     ("GET", "log"): "read_build_logs",
-    ("HEAD", "log"): "read_build_logs",
     ("DELETE", "log"): "write_build_logs",
     ("GET", "env"): "read_job_env",
 }
@@ -65,7 +74,10 @@ _BUILD_JOB_ROUTE = re.compile(
     rf"^/organizations/{_SEG}/pipelines/{_SEG}/builds/{_SEG}/jobs/([^/.]+){_ACTION}$"
 )
 _ORG_JOB_ROUTE = re.compile(rf"^/organizations/{_SEG}/jobs/([^/.]+){_ACTION}$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
+# scheme://host[:port] with a host made of name or IPv6 characters only (no spaces, paths...).
+_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
+_MEDIA = {"json": "application/json", "text": "text/plain", "html": "text/html"}
 
 
 class Backend:
@@ -95,6 +107,7 @@ class Backend:
         """Forget recorded requests, counters, windows and faults."""
         # Bounded, so that a long-running `bkjobs fake-server` does not grow without end.
         self.requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED)
+        self.errors: deque[BaseException] = deque(maxlen=1000)
         self.retry_counts: dict[str, int] = {}
         self.faults = []
         self.random_faults = None
@@ -104,15 +117,37 @@ class Backend:
     # -- entry point ----------------------------------------------------------------------------
 
     def dispatch(self, request: FakeRequest) -> Reply:
-        """Answer one request (never raises for bad input: that is an HTTP answer too)."""
+        """Answer one request; never raises (bad input, and our own errors, are answers too)."""
         if self.latency > 0:
             self.sleep(self.latency)
         path, _, query_string = request.target.partition("?")
         query = tuple(parse_qsl(query_string, keep_blank_values=True))
         with self.lock:
-            reply = self._dispatch(request, path, query)
-            self._record(request, path, query, reply)
+            failed = False
+            try:
+                reply = self._dispatch(request, path, query)
+            except Exception as exc:  # a bug, or a user's outcome callable or fault that raised
+                logger.error(
+                    "fake Buildkite: error while answering %s %s",
+                    request.method,
+                    path,
+                    exc_info=True,
+                )
+                self.errors.append(exc)
+                reply = json_reply(500, {"message": f"fake Buildkite error: {type(exc).__name__}"})
+                token = self._token(request.headers.get("authorization", ""))
+                reply.headers += self._rate_headers(token.user_id if token else None)
+                failed = True
+            if not path.startswith(CONTROL_PREFIX):  # test conveniences are not traffic
+                self._record(request, path, query, reply, failed)
         return reply
+
+    def protocol_error(self, status: int, message: str) -> Reply:
+        """A JSON answer to a request the loopback server could not read (not recorded)."""
+        with self.lock:
+            reply = json_reply(status, {"message": message})
+            reply.headers += self._rate_headers(None)
+            return reply
 
     def _record(
         self,
@@ -120,11 +155,14 @@ class Backend:
         path: str,
         query: tuple[tuple[str, str], ...],
         reply: Reply,
+        failed: bool,
     ) -> None:
         headers = {
             k: ("Bearer ***" if k == "authorization" else v) for k, v in request.headers.items()
         }
         outcome = "answered" if not reply.drop else ("lost" if reply.executed else "dropped")
+        if failed:
+            outcome = "error"
         self.requests.append(
             RecordedRequest(
                 method=request.method,
@@ -148,9 +186,13 @@ class Backend:
     def _dispatch(
         self, request: FakeRequest, path: str, query: tuple[tuple[str, str], ...]
     ) -> Reply:
-        method = request.method.upper()
+        method = request.method  # case-sensitive, as HTTP says: "get" is not GET
         if path.startswith(CONTROL_PREFIX):
             return self._control(method, path)
+        if not _ORIGIN.fullmatch(request.origin):
+            reply = json_reply(400, {"message": "Invalid Host header"})
+            reply.headers += self._rate_headers(None)
+            return _not_executed(reply)
         fault = self._pick_fault(method, path)
         if fault is not None and fault.kind == "error":
             return _not_executed(error_page(fault.status, fault.body))
@@ -247,23 +289,24 @@ class Backend:
             raise ApiError(404, f"No route matches [{method}] {path!r}; the API lives under /v2")
         api = request.origin + API_PREFIX
         rest = path[len(API_PREFIX) :]
+        # HEAD is GET without the body (the front doors drop it); it does not count as a poll.
+        verb = "GET" if method == "HEAD" else method
         listing = _LIST_ROUTE.match(rest)
         if listing:
-            if method != "GET":
+            if verb != "GET":
                 raise ApiError(404, f"No route matches [{method}] {path!r}")
             org, pipeline, build = (unquote(g) for g in listing.groups())
             self._check(token, "read_builds", org)
-            return self._list(api, rest, pipeline, build, query)
+            return self._list(api, rest, pipeline, build, query, polls=method == "GET")
         whole = _BUILD_ROUTE.match(rest)
-        if whole and method == "GET":
+        if whole and verb == "GET":
             # Not a Jobs API endpoint, but helpers read the build around the current job.
             org, pipeline, build = (unquote(g) for g in whole.groups())
             self._check(token, "read_builds", org)
-            found = self.state.builds.get((pipeline, int(build))) if build.isdigit() else None
-            if found is None:
-                raise ApiError(404, "No build found")
-            for job_id in found.job_ids:
-                self.state.poll(self.state.jobs[job_id])
+            found = self._build(pipeline, build)
+            if method == "GET":
+                for job_id in found.job_ids:
+                    self.state.poll(self.state.jobs[job_id])
             return json_reply(200, self.state.render_build(found, api))
         match = _BUILD_JOB_ROUTE.match(rest)
         scoped: tuple[str, str] | None = None
@@ -278,7 +321,7 @@ class Backend:
         action = action or ""
         if (suffix and action not in ("log", "env")) or (suffix == ".html" and action != "log"):
             raise ApiError(404, f"No route matches [{method}] {path!r}")
-        scope = _SCOPE_OF.get((method, action))
+        scope = _SCOPE_OF.get((verb, action))
         if scope is None:
             raise ApiError(404, f"No route matches [{method}] {path!r}")
         self._check(token, scope, unquote(org))
@@ -286,6 +329,13 @@ class Backend:
         if scoped is not None and scoped != (job.pipeline, str(job.build)):
             raise ApiError(404, "No job found")
         return self._act(request, method, action, suffix, job, api, token)
+
+    def _build(self, pipeline: str, number: str) -> Any:
+        digits = ascii_int(number)
+        found = self.state.builds.get((pipeline, digits)) if digits is not None else None
+        if found is None:
+            raise ApiError(404, "No build found")
+        return found
 
     def _check(self, token: TokenInfo, scope: str, org: str) -> None:
         if scope not in token.scopes:
@@ -305,7 +355,8 @@ class Backend:
     ) -> Reply:
         state = self.state
         if action == "":
-            state.poll(job)
+            if method == "GET":
+                state.poll(job)
             return json_reply(200, state.render(job, api))
         if action == "retry":
             self.retry_counts[job.id] = self.retry_counts.get(job.id, 0) + 1
@@ -321,7 +372,7 @@ class Backend:
             state.unblock(job, _json_body(request.body), token.user_id)
             return json_reply(200, state.render(job, api))
         if action == "env":
-            if _wants(request, suffix) == "text":
+            if _wants(request, suffix, ("json", "text")) == "text":
                 return Reply(200, [("Content-Type", _TEXT)], format_env_text(job.env).encode())
             return json_reply(200, {"env": dict(job.env)})
         return self._log(request, method, suffix, job, api)
@@ -329,11 +380,15 @@ class Backend:
     # -- listing --------------------------------------------------------------------------------
 
     def _list(
-        self, api: str, rest: str, pipeline: str, build: str, query: tuple[tuple[str, str], ...]
+        self,
+        api: str,
+        rest: str,
+        pipeline: str,
+        build: str,
+        query: tuple[tuple[str, str], ...],
+        polls: bool,
     ) -> Reply:
-        record = self.state.builds.get((pipeline, int(build))) if build.isdigit() else None
-        if record is None:
-            raise ApiError(404, "No build found")
+        record = self._build(pipeline, build)
         params = _multi(query)
         states = params.get("state[]", []) + params.get("state", [])
         for value in states:
@@ -351,7 +406,7 @@ class Backend:
         if after and before:
             raise ApiError(400, "after and before are mutually exclusive; give one cursor")
         jobs = [self.state.jobs[i] for i in record.job_ids]
-        for job in jobs:
+        for job in jobs if polls else ():
             self.state.poll(job)
         step_keys = set(params.get("step_key", []))
         group_keys = set(params.get("group_key", []))
@@ -364,10 +419,10 @@ class Backend:
             and (not group_keys or j.data.get("group_key") in group_keys)
         ]
         if after:
-            position = decode_cursor(after[-1])
+            position = decode_cursor(after[-1], record)
             page = [j for j in jobs if j.seq > position][:per_page]
         elif before:
-            position = decode_cursor(before[-1])
+            position = decode_cursor(before[-1], record)
             page = [j for j in jobs if j.seq < position][-per_page:]
         else:
             page = jobs[:per_page]
@@ -378,11 +433,11 @@ class Backend:
         links = {"self": _link(url, [(k, v) for k, v in query if k != "per_page"], per_page)}
         if page and any(j.seq > page[-1].seq for j in jobs):
             links["next"] = _link(
-                url, [*filters[:-1], ("after", encode_cursor(page[-1].seq))], per_page
+                url, [*filters[:-1], ("after", encode_cursor(record, page[-1].seq))], per_page
             )
         if page and any(j.seq < page[0].seq for j in jobs):
             links["prev"] = _link(
-                url, [*filters[:-1], ("before", encode_cursor(page[0].seq))], per_page
+                url, [*filters[:-1], ("before", encode_cursor(record, page[0].seq))], per_page
             )
         items = [self.state.render(j, api) for j in page]
         return json_reply(200, {"items": items, "links": links})
@@ -396,9 +451,12 @@ class Backend:
         if method == "DELETE":
             job.log = EMPTY_LOG
             return Reply(204, [])
-        kind = _wants(request, suffix)
-        if method == "HEAD":
-            return Reply(200, [("Content-Type", _TEXT)], length=log.size, stream=())
+        # A bare HEAD .../log gives the raw size (what the facts page documents); asked for
+        # JSON or HTML (Accept or suffix) it describes that GET, like every other HEAD.
+        kind = _wants(request, suffix, ("text", "json", "html") if method == "HEAD" else None)
+        if method == "HEAD" and kind == "text":
+            headers = [("Content-Type", _TEXT), ("Accept-Ranges", "bytes")]
+            return Reply(200, headers, length=log.size, stream=())
         url = self.state.all_urls(job, api)["log_url"]
         if kind == "json":
             if log.size <= INLINE_LIMIT:
@@ -409,9 +467,9 @@ class Backend:
                 return Reply(200, [("Content-Type", _HTML)], b"".join(html_log_chunks(log)))
             return Reply(200, [("Content-Type", _HTML)], stream=html_log_chunks(log))
         headers = [("Content-Type", _TEXT), ("Accept-Ranges", "bytes")]
-        wanted = request.headers.get("range")
-        if wanted:
-            span = _byte_range(wanted, log.size)
+        wanted = _parse_range(request.headers.get("range", ""))
+        if wanted is not None:
+            span = _satisfiable(wanted, log.size)
             if span is None:
                 return Reply(416, [*headers, ("Content-Range", f"bytes */{log.size}")])
             start, end = span
@@ -430,23 +488,59 @@ def _json_body(body: bytes) -> Any:
         return {}
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApiError(400, "Problems parsing JSON") from None
 
 
-def _wants(request: FakeRequest, suffix: str | None) -> str:
-    if suffix == ".txt":
-        return "text"
-    if suffix == ".html":
-        return "html"
-    if suffix == ".json":
-        return "json"
-    accept = request.headers.get("accept", "").lower()
-    if "text/plain" in accept:
-        return "text"
-    if "text/html" in accept:
-        return "html"
-    return "json"
+def _wants(request: FakeRequest, suffix: str | None, offered: Sequence[str] | None = None) -> str:
+    """ "json", "text" or "html": by suffix, else by ``Accept`` (q-values, then order)."""
+    if suffix is not None:
+        return {".txt": "text", ".html": "html"}.get(suffix, "json")
+    return negotiate(request.headers.get("accept", ""), offered or ("json", "text", "html"))
+
+
+def negotiate(accept: str, offered: Sequence[str]) -> str:
+    """The best of ``offered`` for an ``Accept`` value; ties go to the earlier one offered.
+
+    Each kind takes the q-value of the most specific media range that matches it; the
+    highest q wins, then the more specific range, then the range listed first. When nothing
+    offered is acceptable the first kind offered is the answer (lenient, like most APIs).
+    """
+    ranges: list[tuple[str, str, float]] = []
+    for part in accept.split(",") if accept.strip() else ["*/*"]:
+        media, *params = (p.strip() for p in part.split(";"))
+        kind, _, sub = media.lower().partition("/")
+        if not kind or not sub:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+                if not 0.0 <= quality <= 1.0:  # also NaN
+                    quality = 0.0
+        ranges.append((kind, sub, quality))
+    best: tuple[tuple[float, int, int, int], str] | None = None
+    for rank, name in enumerate(offered):
+        kind, sub = _MEDIA[name].split("/")
+        specific = {(kind, sub): 2, (kind, "*"): 1, ("*", "*"): 0}
+        matches = [
+            (specific[(r_kind, r_sub)], -index, quality)
+            for index, (r_kind, r_sub, quality) in enumerate(ranges)
+            if (r_kind, r_sub) in specific
+        ]
+        if not matches:
+            continue
+        specificity, position, quality = max(matches)  # the most specific range decides
+        if quality <= 0:
+            continue
+        key = (quality, specificity, position, -rank)
+        if best is None or key > best[0]:
+            best = (key, name)
+    return best[1] if best is not None else offered[0]
 
 
 def _multi(query: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
@@ -466,7 +560,8 @@ def _flag(value: str) -> bool:
 
 
 def _per_page(value: str) -> int:
-    if not value.strip().isdigit() or not 1 <= int(value) <= 100:
+    number = ascii_int(value)
+    if number is None or not 1 <= number <= 100:
         raise ApiError(400, f"per_page must be an integer from 1 to 100, got {value!r}")
     return int(value)
 
@@ -494,16 +589,31 @@ def _link(url: str, params: list[tuple[str, str]], per_page: int) -> str:
     return url + "?" + "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in pairs)
 
 
-def _byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """``[start, end)`` for a single ``bytes=`` range, or ``None`` when unsatisfiable."""
-    match = _RANGE.match(header.strip())
-    if match is None or size == 0:
+def _parse_range(header: str) -> tuple[int | None, int | None] | None:
+    """``(first, last)`` of one ``bytes=`` range; ``None`` means ignore the header.
+
+    RFC 9110: a Range that does not parse, has another unit, or (here) asks for several
+    ranges is ignored and the whole representation is sent with 200.
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
         return None
-    first, last = match.groups()
-    if not first:
-        if not last or int(last) == 0:
+    first, last = (int(g) if g else None for g in match.groups())
+    if first is None and last is None:
+        return None
+    if first is not None and last is not None and first > last:
+        return None
+    return first, last
+
+
+def _satisfiable(wanted: tuple[int | None, int | None], size: int) -> tuple[int, int] | None:
+    """``[start, end)`` within ``size`` bytes, or ``None`` when unsatisfiable (416)."""
+    first, last = wanted
+    if first is None:
+        assert last is not None
+        if last == 0 or size == 0:
             return None
-        return max(0, size - int(last)), size
-    start = int(first)
-    end = size if not last else min(size, int(last) + 1)
-    return (start, end) if start < end else None
+        return max(0, size - last), size
+    if first >= size:
+        return None
+    return first, size if last is None else min(size, last + 1)

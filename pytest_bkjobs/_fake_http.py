@@ -48,7 +48,9 @@ class RecordedRequest:
     headers: Mapping[str, str]
     body: bytes
     status: int | None  # None when the connection was dropped
-    outcome: str  # "answered", "dropped" (not executed) or "lost" (executed, answer dropped)
+    # "answered", "dropped" (not executed), "lost" (executed, answer dropped) or "error"
+    # (an exception while answering: a 500, the exception is in FakeBuildkite.errors)
+    outcome: str
 
     def json(self) -> Any:
         """The body decoded as JSON (``None`` when empty)."""

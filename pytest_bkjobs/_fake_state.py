@@ -13,10 +13,24 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from ._fake_checks import (
+    JOB_TYPES,
+    check_build_state,
+    check_choice,
+    check_env,
+    check_exit_status,
+    check_job_id,
+    check_job_state,
+    check_slug,
+    is_int,
+    near_config_key,
+)
 from ._fake_logs import EMPTY_LOG, LogSource, as_log_source
 
 WEB = "https://buildkite.com"
 MAX_JOBS_PER_BUILD = 4000
+# Buildkite stores priorities as 32-bit integers.
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
 FINISHED = frozenset({"passed", "failed"})
 RETRIABLE = frozenset({"failed", "timed_out", "canceled"})
 OUTCOMES = ("passed", "failed", "timed_out", "canceled")
@@ -90,21 +104,27 @@ class BuildRecord:
         return str(self.data.get("state") or "")
 
 
-def encode_cursor(seq: int) -> str:
-    """An opaque cursor for a position in a build's job list."""
-    return base64.urlsafe_b64encode(f"job:{seq}".encode()).decode().rstrip("=")
+def encode_cursor(build: BuildRecord, seq: int) -> str:
+    """An opaque cursor for a position in one build's job list."""
+    text = f"job:{build.pipeline}/{build.number}:{seq}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
-    """The position in a cursor, or ``ApiError`` 400."""
+def decode_cursor(cursor: str, build: BuildRecord) -> int:
+    """The position in a cursor made for ``build``, or ``ApiError`` 400."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, number = text.partition(":")
-        if kind == "job" and number.isdigit():
+        where, _, number = text.rpartition(":")
+        if where == f"job:{build.pipeline}/{build.number}" and ascii_int(number) is not None:
             return int(number)
     except (ValueError, UnicodeDecodeError):
         pass
     raise ApiError(400, f"Invalid cursor: {cursor!r}")
+
+
+def ascii_int(text: str) -> int | None:
+    """The value of a string of ASCII digits (``str.isdigit`` also takes other scripts)."""
+    return int(text) if re.fullmatch(r"[0-9]+", text) else None
 
 
 class FakeState:
@@ -141,6 +161,10 @@ class FakeState:
 
     def add_user(self, name: str, email: str | None = None) -> str:
         """Add a user of the organisation (an unblocker must be one); returns its id."""
+        if not isinstance(name, str) or not name.strip():
+            raise TypeError(f"user name must be a non-empty string, got {name!r}")
+        if email is not None and (not isinstance(email, str) or "@" not in email):
+            raise ValueError(f"email must be an address like rm@example.com or None, got {email!r}")
         user_id = self.new_id()
         slug = re.sub(r"[^a-z0-9]+", ".", name.lower()).strip(".") or "user"
         self.users[user_id] = {
@@ -165,14 +189,9 @@ class FakeState:
         state: str = "running",
         fields: Mapping[str, Any] | None = None,
     ) -> int:
-        if not isinstance(pipeline, str) or not pipeline:
-            raise ValueError(f"pipeline must be a non-empty slug, got {pipeline!r}")
-        if number is None:
-            number = 1 + max((n for p, n in self.builds if p == pipeline), default=0)
-        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-            raise ValueError(f"build number must be a positive integer, got {number!r}")
-        if (pipeline, number) in self.builds:
-            raise ValueError(f"build {pipeline}#{number} already exists; pick another number")
+        number = self.check_new_build(pipeline, number, state)
+        if fields is not None and not isinstance(fields, Mapping):
+            raise TypeError(f"build fields must be a dict, got {type(fields).__name__}")
         build_id = self.new_id()
         now = self.now()
         data: dict[str, Any] = {
@@ -191,6 +210,18 @@ class FakeState:
         }
         data.update(fields or {})
         self.builds[(pipeline, number)] = BuildRecord(pipeline, number, data)
+        return number
+
+    def check_new_build(self, pipeline: str, number: int | None, state: str) -> int:
+        """The number a new build would get; raises if the arguments are wrong."""
+        check_slug("pipeline", pipeline)
+        check_build_state(state)
+        if number is None:
+            number = 1 + max((n for p, n in self.builds if p == pipeline), default=0)
+        if not is_int(number) or number < 1:
+            raise ValueError(f"build number must be a positive integer, got {number!r}")
+        if (pipeline, number) in self.builds:
+            raise ValueError(f"build {pipeline}#{number} already exists; pick another number")
         return number
 
     def get_build(self, pipeline: str, number: int) -> BuildRecord:
@@ -312,15 +343,46 @@ class FakeState:
             env["BUILDKITE_PARALLEL_JOB_COUNT"] = str(total)
         return env
 
+    @staticmethod
+    def check_fields(fields: dict[str, Any], kind: str) -> None:
+        """Refuse wrong states, exit statuses and typos of configuration keywords."""
+        for key in fields:
+            near = near_config_key(key, CONFIG_KEYS)
+            if near is not None:
+                raise TypeError(
+                    f"unknown keyword {key!r}: did you mean {near!r}? (other keywords are"
+                    " stored as JSON fields of the job)"
+                )
+        if fields.get("state") is not None:
+            check_job_state(fields["state"])
+        if "exit_status" in fields:
+            if kind != "script":
+                raise ValueError(f"a {kind} job has no exit_status; only script jobs run")
+            check_exit_status(fields["exit_status"])
+
+    @staticmethod
+    def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
+        """The fake-only keywords, checked: log, env, permit_on_passed, declared_failing."""
+        checked = dict(config)
+        if "log" in config:
+            checked["log"] = as_log_source(config["log"])
+        if config.get("env") is not None:
+            checked["env"] = check_env(config["env"])
+        for key in ("permit_on_passed", "declared_failing"):
+            if key in config and not isinstance(config[key], bool):
+                raise TypeError(f"{key} must be True or False, got {config[key]!r}")
+        return checked
+
     def add_job(self, pipeline: str, build_number: int, **fields: Any) -> str:
         build = self.get_build(pipeline, build_number)
         if len(build.job_ids) >= MAX_JOBS_PER_BUILD:
             raise ValueError(f"build {pipeline}#{build_number} already has 4000 jobs (the limit)")
-        config = {k: fields.pop(k) for k in list(fields) if k in CONFIG_KEYS}
-        kind = fields.get("type", "script")
-        if kind not in {"script", "waiter", "manual", "trigger"}:
-            raise ValueError(f"job type must be script, waiter, manual or trigger, got {kind!r}")
-        job_id = fields.get("id") or self.new_id()
+        config = self.check_config({k: fields.pop(k) for k in list(fields) if k in CONFIG_KEYS})
+        kind = check_choice("job type", fields.get("type", "script"), JOB_TYPES)
+        if "state" in fields and fields["state"] is None:
+            del fields["state"]  # None: the type's default state
+        self.check_fields(fields, kind)
+        job_id = check_job_id(fields["id"]) if "id" in fields else self.new_id()
         if job_id in self.jobs:
             raise ValueError(f"a job with id {job_id} already exists in the fake")
         data, url_keys = self._defaults(kind, job_id, fields.get("state"), build)
@@ -343,12 +405,9 @@ class FakeState:
         job.log = as_log_source(config.get("log"))
         job.permit_on_passed = bool(config.get("permit_on_passed", False))
         job.declared_failing = bool(config.get("declared_failing", False))
-        env = config.get("env")
-        if env is not None and not isinstance(env, Mapping):
-            raise TypeError(f"env must be a dict of str to str, got {type(env).__name__}")
         if data.get("type", "script") == "script":
             job.env = self.default_env(job, build)
-        job.env.update({str(k): str(v) for k, v in (env or {}).items()})
+        job.env.update(config.get("env") or {})
         self.jobs[job.id] = job
         build.job_ids.append(job.id)
         return job.id
@@ -359,29 +418,59 @@ class FakeState:
                 f"load_build takes one build object (a dict), got {type(build_json).__name__};"
                 " for a list of builds use load_builds"
             )
-        slug = pipeline or _pipeline_slug(build_json)
+        # Everything is checked before anything changes: a bad payload leaves no trace.
+        slug = _pipeline_slug(build_json) if pipeline is None else pipeline
         number = build_json.get("number")
-        if isinstance(number, str) and number.isdigit():
+        if isinstance(number, str) and ascii_int(number) is not None:
             number = int(number)
-        if not isinstance(number, int):
+        if not is_int(number):
             raise ValueError(f"the build payload has no integer 'number' (got {number!r})")
-        jobs = [j for j in build_json.get("jobs") or [] if isinstance(j, Mapping) and j.get("id")]
-        for raw in jobs:
-            if raw["id"] in self.jobs:
-                raise ValueError(f"job {raw['id']} is already in the fake (loaded twice?)")
+        state = build_json.get("state") or "running"
+        number = self.check_new_build(slug, number, state)
+        jobs = self._loadable_jobs(build_json.get("jobs"))
         extra = {k: v for k, v in build_json.items() if k not in {"jobs", "number", "state"}}
-        self.add_build(slug, number, str(build_json.get("state") or "running"), extra)
+        self.add_build(slug, number, state, copy.deepcopy(extra))
         build = self.builds[(slug, number)]
-        for raw in jobs:
+        for data, keys in jobs:
+            self._insert(build, data, keys, {})
+        return number
+
+    def _loadable_jobs(self, raw_jobs: Any) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+        """The payload's jobs, checked, each with the API links the fake will rewrite."""
+        if raw_jobs is None:
+            return []
+        if isinstance(raw_jobs, (str, bytes, Mapping)) or not isinstance(raw_jobs, list):
+            raise TypeError(f"the build payload's 'jobs' must be a list, got {raw_jobs!r:.60}")
+        if len(raw_jobs) > MAX_JOBS_PER_BUILD:
+            raise ValueError(f"the build payload has {len(raw_jobs)} jobs; the limit is 4000")
+        seen: set[str] = set()
+        out = []
+        for index, raw in enumerate(raw_jobs):
+            where = f"jobs[{index}]"
+            if not isinstance(raw, Mapping):
+                raise TypeError(f"{where} must be a job object, got {type(raw).__name__}")
+            try:
+                job_id = check_job_id(raw.get("id"))
+                check_choice("job type", raw.get("type", "script"), JOB_TYPES)
+                if raw.get("state") is not None:
+                    check_job_state(raw["state"])
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            if job_id in seen:
+                raise ValueError(f"{where}: job id {job_id} appears twice in the payload")
+            if job_id in self.jobs:
+                raise ValueError(f"{where}: job {job_id} is already in the fake (loaded twice?)")
+            seen.add(job_id)
             data = copy.deepcopy(dict(raw))
-            # Rewrite the API links that exist so they point at the fake.
+            # Rewrite the API links that exist so they point at the fake; a web link stays.
             keys = [k for k in (*_SCRIPT_URL_KEYS, "unblock_url") if data.get(k)]
-            if data.get("unblock_url", "").startswith(WEB):
+            unblock = data.get("unblock_url")
+            if isinstance(unblock, str) and unblock.startswith(WEB):
                 keys.remove("unblock_url")
             for key in keys:
                 data.pop(key)
-            self._insert(build, data, tuple(keys), {})
-        return number
+            out.append((data, tuple(keys)))
+        return out
 
     def job(self, job_id: str) -> JobRecord:
         job = self.jobs.get(job_id)
@@ -442,8 +531,11 @@ class FakeState:
         outcome = script.outcome
         if callable(outcome):
             outcome = outcome(copy.deepcopy(job.data))
-        if isinstance(outcome, bool) or not isinstance(outcome, (int, str)):
-            raise TypeError(f"a retry outcome must be a state name or an exit status: {outcome!r}")
+        if not is_int(outcome) and outcome not in OUTCOMES:
+            raise ValueError(
+                f"the outcome callable of job {job.id} returned {outcome!r}; expected one of"
+                f" {', '.join(OUTCOMES)} or an integer exit status"
+            )
         if isinstance(outcome, int):
             self.finish_job(job, outcome)
         elif outcome == "passed":
@@ -453,7 +545,17 @@ class FakeState:
         else:
             self.finish_job(job, -1, state=outcome)
 
+    @staticmethod
+    def check_runs(job: JobRecord) -> None:
+        kind = job.data.get("type", "script")
+        if kind != "script":
+            raise ValueError(
+                f"job {job.id} is a {kind} job; only script jobs run and finish"
+                " (use update_job(job_id, state=...) to change its state)"
+            )
+
     def start_job(self, job: JobRecord) -> None:
+        self.check_runs(job)
         now = self.now()
         job.data["state"] = "running"
         job.data["runnable_at"] = job.data.get("runnable_at") or now
@@ -466,6 +568,12 @@ class FakeState:
         state: str | None = None,
         soft_failed: bool | None = None,
     ) -> None:
+        self.check_runs(job)
+        check_exit_status(exit_status)
+        if state is not None:
+            check_job_state(state)
+        if soft_failed is not None and not isinstance(soft_failed, bool):
+            raise TypeError(f"soft_failed must be True, False or None, got {soft_failed!r}")
         if state is None:
             state = "passed" if exit_status == 0 else "failed"
         if job.state not in {"running", "timing_out", "canceling"}:
@@ -529,9 +637,17 @@ class FakeState:
         return new
 
     def reprioritize(self, job: JobRecord, body: Any) -> None:
+        # Only command jobs wait for an agent, so only they have a priority.
+        if job.data.get("type", "script") != "script":
+            raise ApiError(400, "This job type cannot be reprioritized")
         priority = body.get("priority") if isinstance(body, Mapping) else None
-        if isinstance(priority, bool) or not isinstance(priority, int):
+        if not is_int(priority):
             raise ApiError(400, "Priority must be an integer")
+        assert isinstance(priority, int)
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise ApiError(
+                400, f"Priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}"
+            )
         job.data["priority"] = {"number": priority}
 
     def unblock(self, job: JobRecord, body: Any, user_id: str) -> None:
@@ -544,7 +660,8 @@ class FakeState:
             raise ApiError(422, "The job's state must be blocked")
         body = body if isinstance(body, Mapping) else {}
         unblocker = body.get("unblocker")
-        if unblocker is not None and unblocker not in self.users:
+        # Any JSON value can arrive here: only a string naming a known user is one.
+        if unblocker is not None and not (isinstance(unblocker, str) and unblocker in self.users):
             raise ApiError(422, "Unblocker is not a valid user id for this organization")
         fields = body.get("fields")
         if fields is not None and not isinstance(fields, Mapping):
@@ -571,7 +688,7 @@ def _int(value: Any) -> int | None:
 def _pipeline_slug(build_json: Mapping[str, Any]) -> str:
     pipeline = build_json.get("pipeline")
     if isinstance(pipeline, Mapping) and isinstance(pipeline.get("slug"), str):
-        return str(pipeline["slug"])
+        return check_slug("pipeline slug", pipeline["slug"])
     match = re.search(r"/pipelines/([^/]+)/builds/", str(build_json.get("url") or ""))
     if match:
         return match.group(1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,11 +21,28 @@ import httpx
 from ._client import AsyncJobsClient, JobsClient
 from ._config import DEFAULT_BASE_URL
 from ._fake_backend import ALL_SCOPES, Backend
+from ._fake_checks import (
+    FAULT_BODIES,
+    FAULT_KINDS,
+    check_build_state,
+    check_choice,
+    check_fault_status,
+    check_int,
+    check_method,
+    check_methods,
+    check_number,
+    check_path_pattern,
+    check_port,
+    check_rate,
+    check_scopes,
+    check_slug,
+    check_token,
+)
 from ._fake_http import FakeRequest, Fault, RandomFaults, RecordedRequest, TokenInfo, chunked
-from ._fake_logs import BytesLog, LogSource, SyntheticLog, as_log_source
+from ._fake_logs import BytesLog, LogSource, SyntheticLog
 from ._fake_sample import SampleBuild, seed_sample
 from ._fake_server import serve as _serve
-from ._fake_state import OUTCOMES, FakeState, JobRecord, Outcome, Script
+from ._fake_state import CONFIG_KEYS, OUTCOMES, FakeState, JobRecord, Outcome, Script
 
 __all__ = [
     "ALL_SCOPES",
@@ -39,8 +55,6 @@ __all__ = [
     "SyntheticLog",
     "run_fake_server",
 ]
-
-FAULT_KINDS = ("error", "drop", "lost")
 
 
 class _Stream(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -74,18 +88,7 @@ def _check_outcome(outcome: Outcome) -> None:
 
 
 def _check_scopes(scopes: Iterable[str] | None) -> frozenset[str]:
-    if scopes is None:
-        return ALL_SCOPES
-    if isinstance(scopes, str):
-        raise TypeError(f"scopes must be a list of scope names, not the string {scopes!r}")
-    chosen = frozenset(scopes)
-    for scope in chosen:
-        if not isinstance(scope, str) or not re.fullmatch(r"(read|write)_[a-z_]+", scope):
-            raise ValueError(
-                f"unknown scope {scope!r}: Buildkite scopes look like read_builds or"
-                f" write_build_logs (the Jobs API uses {', '.join(sorted(ALL_SCOPES))})"
-            )
-    return chosen
+    return check_scopes(scopes, ALL_SCOPES)
 
 
 class FakeBuildkite:
@@ -102,10 +105,14 @@ class FakeBuildkite:
         seed: int = 0,
         base_url: str = DEFAULT_BASE_URL,
     ) -> None:
-        if not isinstance(org, str) or not org:
-            raise ValueError(f"org must be a non-empty slug, got {org!r}")
-        if not isinstance(token, str) or not token:
-            raise ValueError("token must be a non-empty string")
+        check_slug("org", org)
+        check_token(token)
+        for name, function in (("clock", clock or time.time), ("sleep", sleep)):
+            if not callable(function):
+                raise TypeError(f"{name} must be a callable, got {function!r}")
+        check_int("seed", seed)
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         self.org = org
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -149,10 +156,24 @@ class FakeBuildkite:
             return self._state.add_user(name, email)
 
     def add_token(self, token: str, scopes: Iterable[str] | None = None, *, name: str = "") -> str:
-        """Accept another token, owned by a new user (own rate-limit window); returns its id."""
+        """Accept another token, owned by a new user (own rate-limit window); returns its id.
+
+        ``scopes=None`` gives every Jobs API scope. The main token's scopes are fixed by
+        ``FakeBuildkite(scopes=...)``: adding it (or any token twice) is a ``ValueError``.
+        """
+        check_token(token)
+        chosen = _check_scopes(scopes)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {name!r}")
         with self._backend.lock:
+            if token in self._backend.tokens:
+                which = "the fake's main token" if token == self._token else "already added"
+                raise ValueError(
+                    f"that token is {which}; its scopes cannot change (the main token's come"
+                    " from FakeBuildkite(scopes=...)); add a different token"
+                )
             user_id = self._state.add_user(name or f"Token user {len(self._backend.tokens) + 1}")
-            self._backend.tokens[token] = TokenInfo(_check_scopes(scopes), user_id)
+            self._backend.tokens[token] = TokenInfo(chosen, user_id)
             return user_id
 
     # -- seeding --------------------------------------------------------------------------------
@@ -166,6 +187,7 @@ class FakeBuildkite:
 
     def set_build_state(self, pipeline: str, number: int, state: str) -> None:
         """Change a build's state (``canceled`` makes its jobs refuse retry and unblock)."""
+        check_build_state(state)
         with self._backend.lock:
             self._state.get_build(pipeline, number).data["state"] = state
 
@@ -208,16 +230,26 @@ class FakeBuildkite:
             return seed_sample(self._state, pipeline)
 
     def update_job(self, job_id: str, **job_fields: Any) -> None:
-        """Overwrite JSON fields of a job (``permit_on_passed``/``declared_failing`` too)."""
+        """Overwrite JSON fields of a job (``log``, ``env`` and the other keywords too).
+
+        ``id`` and ``type`` cannot change (they place the job in the fake's indexes and
+        routes); ``env`` replaces the whole environment.
+        """
+        for key in ("id", "type"):
+            if key in job_fields:
+                raise ValueError(f"update_job cannot change a job's {key}; add a new job instead")
+        config = {k: job_fields.pop(k) for k in list(job_fields) if k in CONFIG_KEYS}
         with self._backend.lock:
             job = self._job(job_id)
+            self._state.check_fields(job_fields, str(job.data.get("type", "script")))
+            checked = self._state.check_config(config)
             for key in ("permit_on_passed", "declared_failing"):
-                if key in job_fields:
-                    setattr(job, key, bool(job_fields.pop(key)))
-            if "log" in job_fields:
-                job.log = as_log_source(job_fields.pop("log"))
-            if "env" in job_fields:
-                job.env = {str(k): str(v) for k, v in dict(job_fields.pop("env")).items()}
+                if key in checked:
+                    setattr(job, key, checked[key])
+            if "log" in checked:
+                job.log = checked["log"]
+            if "env" in config:
+                job.env = checked.get("env") or {}
             job.data.update(job_fields)
 
     def append_log(self, job_id: str, data: bytes | str) -> None:
@@ -262,11 +294,22 @@ class FakeBuildkite:
         with self._backend.lock:
             return list(self._backend.requests)
 
+    @property
+    def errors(self) -> list[BaseException]:
+        """Exceptions raised while answering (each answered 500), oldest first.
+
+        A bug in the fake, or a callable of yours that raised (an ``outcome`` of
+        ``script_job``/``on_retry``, a ``LogSource``); the request shows outcome "error".
+        """
+        with self._backend.lock:
+            return list(self._backend.errors)
+
     def clear_requests(self) -> None:
-        """Forget the recorded requests and retry counts."""
+        """Forget the recorded requests, retry counts and errors."""
         with self._backend.lock:
             self._backend.requests.clear()
             self._backend.retry_counts.clear()
+            self._backend.errors.clear()
 
     def retry_calls(self, job_id: str) -> int:
         """How many retry PUTs for ``job_id`` the server executed, successful or not.
@@ -319,19 +362,24 @@ class FakeBuildkite:
         _check_outcome(outcome)
         script = Script(outcome, _check_polls(after_polls))
         with self._backend.lock:
-            self._job(job_id).script = script
+            job = self._job(job_id)
+            self._state.check_runs(job)
+            job.script = script
 
     # -- rate limits, latency and faults --------------------------------------------------------
 
     def set_rate_limits(
         self, org: int | None = None, user: int | None = None, *, window: float = 60.0
     ) -> None:
-        """Enforce per-organisation and per-user request limits per ``window`` seconds."""
+        """Enforce per-organisation and per-user request limits per ``window`` seconds.
+
+        ``None`` (the default for both) enforces nothing; the headers then show Buildkite's
+        usual 200 and 50 as untouched.
+        """
         for name, limit in (("org", org), ("user", user)):
-            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-                raise ValueError(f"{name} limit must be an integer or None, got {limit!r}")
-        if not window > 0:
-            raise ValueError(f"window must be a positive number of seconds, got {window!r}")
+            if limit is not None:
+                check_int(f"{name} limit", limit, 1)
+        window = check_number("window", window, positive=True)
         with self._backend.lock:
             self._backend.org_limit, self._backend.user_limit = org, user
             self._backend.window = window
@@ -343,7 +391,7 @@ class FakeBuildkite:
 
     @latency.setter
     def latency(self, seconds: float) -> None:
-        self._backend.latency = float(seconds)
+        self._backend.latency = check_number("latency", seconds, positive=False)
 
     def inject_fault(
         self,
@@ -363,11 +411,16 @@ class FakeBuildkite:
         the answer. In-process a drop raises ``httpx.RemoteProtocolError`` (what the loopback
         server's closed socket gives) and a lost answer ``httpx.ReadTimeout``; over the
         loopback server both close the socket. ``path`` is a
-        regular expression searched in the request path, ``method`` e.g. "PUT".
+        regular expression searched in the request path, ``method`` e.g. "PUT". ``status``
+        is 500-599; ``times`` a positive integer or ``None``. Every argument is checked here.
         """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
-        fault = Fault(kind, status, times, method, path, body)
+        check_choice("fault kind", kind, FAULT_KINDS)
+        check_fault_status(status)
+        if times is not None:
+            check_int("times", times, 1)
+        if body is not None:
+            check_choice("fault body", body, FAULT_BODIES)
+        fault = Fault(kind, status, times, check_method(method), check_path_pattern(path), body)
         with self._backend.lock:
             self._backend.faults.append(fault)
         return fault
@@ -381,15 +434,33 @@ class FakeBuildkite:
         statuses: Iterable[int] = (502, 503, 504),
         methods: Iterable[str] | None = None,
     ) -> None:
-        """Fail each request with probability ``rate``, reproducibly from ``seed``."""
-        kinds = tuple(kinds)
-        for kind in kinds:
-            if kind not in FAULT_KINDS:
-                raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
-        wanted = frozenset(m.upper() for m in methods) if methods is not None else None
+        """Fail each request with probability ``rate`` (0 to 1), reproducibly from ``seed``.
+
+        ``kinds`` and ``statuses`` (500-599) are picked at random for each fault; ``methods``
+        (e.g. ``["GET"]``) limits the faults to those methods.
+        """
+        rate = check_rate(rate)
+        check_int("seed", seed)
+        chosen: list[tuple[Any, ...]] = []
+        values: Iterable[Any]
+        for name, values in (("kinds", kinds), ("statuses", statuses)):
+            if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+                raise TypeError(f"{name} must be a list, got {values!r}")
+            chosen.append(tuple(values))
+            if not chosen[-1]:
+                raise ValueError(f"{name} must not be empty")
+        for kind in chosen[0]:
+            check_choice("fault kind", kind, FAULT_KINDS)
+        for status in chosen[1]:
+            check_fault_status(status)
+        wanted = check_methods(methods)
         with self._backend.lock:
             self._backend.random_faults = RandomFaults(
-                rate, random.Random(seed), kinds, tuple(statuses), wanted
+                rate,
+                random.Random(seed),
+                chosen[0],
+                tuple(int(s) for s in chosen[1]),
+                wanted,
             )
 
     def clear_faults(self) -> None:
@@ -425,11 +496,16 @@ class FakeBuildkite:
                 "fake Buildkite: server disconnected without sending a response", request=request
             )
         headers = list(reply.headers)
+        head = request.method == "HEAD"
         if reply.stream is None:
-            return httpx.Response(reply.status, headers=headers, content=reply.body)
+            if not head:
+                return httpx.Response(reply.status, headers=headers, content=reply.body)
+            # What the GET would say, without its body (like the loopback server).
+            headers.append(("Content-Length", str(len(reply.body))))
+            return httpx.Response(reply.status, headers=headers, content=b"")
         if reply.length is not None:
             headers.append(("Content-Length", str(reply.length)))
-        if request.method == "HEAD":
+        if head:
             return httpx.Response(reply.status, headers=headers, content=b"")
         return httpx.Response(reply.status, headers=headers, stream=_Stream(reply.stream))
 
@@ -459,6 +535,7 @@ class FakeBuildkite:
         bound raises ``ConfigurationError``. ``POST /__fake__/reset``
         calls ``reset()``; ``GET /__fake__/health`` answers ``{"ok": true}``.
         """
+        host, port = check_port(host, port)
         return _serve(self._backend, host, port)
 
     def env_lines(self, base_url: str) -> list[str]:

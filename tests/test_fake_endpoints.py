@@ -674,3 +674,220 @@ def test_every_single_job_endpoint_on_the_build_scoped_route(
     paths = [r.path for r in door.fake.requests]
     scoped = f"/v2/organizations/{ORG}/pipelines/{sample.pipeline}/builds/{sample.number}/jobs/"
     assert all(p.startswith(scoped) for p in paths)
+
+
+# -- bad input: both doors answer alike ------------------------------------------------------------
+
+# Tests that only send raw requests need each door once, not once per client flavour.
+
+
+@pytest.fixture(params=["inprocess", "loopback"])
+def wire(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Door]:
+    """A fake behind one front door, for raw requests (``Door.raw``) only."""
+    fake = FakeBuildkite(org=ORG, token=TOKEN, clock=clock)
+    no_clients: Any = None
+    if request.param == "inprocess":
+        found = Door("inprocess", fake, "https://api.buildkite.com/v2", no_clients)
+        yield found
+        found.close()
+        return
+    with fake.serve() as url:
+        found = Door("loopback", fake, url, no_clients)
+        yield found
+        found.close()
+
+
+@pytest.fixture
+def wire_sample(wire: Door) -> SampleBuild:
+    return wire.fake.sample_build()
+
+
+@pytest.mark.parametrize("unblocker", [["x"], {}, 5, True, ""])
+def test_unblock_with_an_unblocker_that_is_not_a_user_id_is_422(
+    wire: Door, wire_sample: SampleBuild, unblocker: object
+) -> None:
+    manual = wire_sample.job_ids["manual"]
+    url = f"{wire.base_url}/organizations/{ORG}/jobs/{manual}/unblock"
+    answer = wire.raw().put(url, json={"unblocker": unblocker})
+    assert answer.status_code == 422
+    assert answer.json() == {"message": "Unblocker is not a valid user id for this organization"}
+    assert answer.headers["RateLimit-Scope"] == "rest"
+    assert wire.fake.requests[-1].status == 422
+    assert wire.fake.job(manual)["state"] == "blocked"
+
+
+def test_an_error_while_answering_is_500_and_visible(wire: Door) -> None:
+    number = wire.fake.add_build("p")
+    job_id = wire.fake.add_job("p", number, state="scheduled")
+    wire.fake.script_job(job_id, lambda job: 1 / 0, after_polls=1)
+    answer = wire.raw().get(f"{wire.base_url}/organizations/{ORG}/jobs/{job_id}")
+    assert answer.status_code == 500
+    assert answer.json() == {"message": "fake Buildkite error: ZeroDivisionError"}
+    assert answer.headers["RateLimit-Scope"] == "rest"
+    assert [(r.status, r.outcome) for r in wire.fake.requests] == [(500, "error")]
+    assert [type(e) for e in wire.fake.errors] == [ZeroDivisionError]
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "BREW", "PATCH", "POST"])
+def test_methods_without_a_route_are_json_404(
+    wire: Door, wire_sample: SampleBuild, method: str
+) -> None:
+    url = f"{wire.base_url}/organizations/{ORG}/jobs/{wire_sample.current_job_id}"
+    answer = wire.raw().request(method, url)
+    assert answer.status_code == 404
+    assert answer.json()["message"].startswith(f"No route matches [{method}]")
+    assert answer.headers["RateLimit-Scope"] == "rest"
+
+
+def test_reprioritize_only_script_jobs_within_32_bits(wire: Door, wire_sample: SampleBuild) -> None:
+    raw = wire.raw()
+    base = f"{wire.base_url}/organizations/{ORG}/jobs"
+    manual = raw.put(f"{base}/{wire_sample.job_ids['manual']}/reprioritize", json={"priority": 1})
+    assert (manual.status_code, manual.json()) == (
+        400,
+        {"message": "This job type cannot be reprioritized"},
+    )
+    failed = f"{base}/{wire_sample.job_ids['failed']}/reprioritize"
+    for priority in (2**31, -(2**31) - 1, 99999999999999999999999):
+        answer = raw.put(failed, json={"priority": priority})
+        assert answer.status_code == 400
+        assert "from -2147483648 to 2147483647" in answer.json()["message"]
+    assert raw.put(failed, json={"priority": 2**31 - 1}).json()["priority"] == {"number": 2**31 - 1}
+    nested = raw.put(failed, content=b"[" * 100_000, headers={"Content-Type": "application/json"})
+    assert (nested.status_code, nested.json()) == (400, {"message": "Problems parsing JSON"})
+
+
+@pytest.mark.parametrize(
+    ("range_header", "status", "part"),
+    [
+        ("bytes=-5", 206, slice(-5, None)),
+        ("bytes=0-9", 206, slice(0, 10)),
+        ("Bytes=3-", 206, slice(3, None)),
+        ("bytes=0-99999999", 206, slice(None)),
+        ("garbage", 200, slice(None)),
+        ("items=0-1", 200, slice(None)),
+        ("bytes= -5", 200, slice(None)),
+        ("bytes=0-1,5-6", 200, slice(None)),
+        ("bytes=9-3", 200, slice(None)),
+        ("bytes=-", 200, slice(None)),
+        ("bytes=99999999-", 416, slice(0, 0)),
+        ("bytes=-0", 416, slice(0, 0)),
+    ],
+)
+def test_log_range_is_ignored_unless_it_is_one_valid_byte_range(
+    wire: Door, wire_sample: SampleBuild, range_header: str, status: int, part: slice
+) -> None:
+    job_id = wire_sample.job_ids["failed"]
+    log = wire.fake.log(job_id)
+    url = f"{wire.base_url}/organizations/{ORG}/jobs/{job_id}/log.txt"
+    answer = wire.raw().get(url, headers={"Range": range_header})
+    assert answer.status_code == status
+    assert answer.content == log[part]
+
+
+@pytest.mark.parametrize(
+    ("accept", "kind"),
+    [
+        ("application/json, text/plain", "application/json"),
+        ("text/plain, application/json", "text/plain"),
+        ("text/plain;q=0, application/json", "application/json"),
+        ("text/plain;q=0.5, text/html;q=0.9", "text/html"),
+        ("text/*", "text/plain"),
+        ("*/*", "application/json"),
+        ("*/*;q=0.1, text/html", "text/html"),
+        ("image/png", "application/json"),
+        ("", "application/json"),
+    ],
+)
+def test_log_format_follows_accept_q_values_and_order(
+    wire: Door, wire_sample: SampleBuild, accept: str, kind: str
+) -> None:
+    job_id = wire_sample.job_ids["passed"]
+    url = f"{wire.base_url}/organizations/{ORG}/jobs/{job_id}/log"
+    answer = wire.raw().get(url, headers={"Accept": accept})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith(kind)
+
+
+@pytest.mark.parametrize(
+    ("path", "accept"),
+    [
+        ("/jobs/{job}", None),
+        ("/jobs/{job}/log.html", None),
+        ("/jobs/{job}/log.json", None),
+        ("/jobs/{job}/log", "text/html"),
+        ("/jobs/{job}/log", "text/plain"),
+        ("/jobs/{job}/env", None),
+        ("/jobs/{job}/env.txt", None),
+        ("/pipelines/{pipeline}/builds/{number}/jobs", None),
+        ("/pipelines/{pipeline}/builds/{number}", None),
+        ("/jobs/missing", None),
+    ],
+)
+def test_head_describes_the_get_without_a_body(
+    wire: Door, wire_sample: SampleBuild, path: str, accept: str | None
+) -> None:
+    url = (
+        wire.base_url
+        + f"/organizations/{ORG}"
+        + path.format(
+            job=wire_sample.job_ids["failed"],
+            pipeline=wire_sample.pipeline,
+            number=wire_sample.number,
+        )
+    )
+    headers = {"Accept": accept} if accept else {}
+    head = wire.raw().head(url, headers=headers)
+    got = wire.raw().get(url, headers=headers)
+    assert head.status_code == got.status_code
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert int(head.headers["content-length"]) == len(got.content)
+
+
+def test_a_bare_head_of_a_log_gives_its_raw_size(wire: Door, wire_sample: SampleBuild) -> None:
+    job_id = wire_sample.job_ids["failed"]
+    head = wire.raw().head(f"{wire.base_url}/organizations/{ORG}/jobs/{job_id}/log")
+    assert int(head.headers["content-length"]) == len(wire.fake.log(job_id))
+
+
+def test_head_does_not_count_as_a_poll(wire: Door) -> None:
+    number = wire.fake.add_build("p")
+    job_id = wire.fake.add_job("p", number, state="scheduled")
+    wire.fake.script_job(job_id, "passed", after_polls=1)
+    raw = wire.raw()
+    raw.head(f"{wire.base_url}/organizations/{ORG}/jobs/{job_id}")
+    raw.head(f"{wire.base_url}/organizations/{ORG}/pipelines/p/builds/{number}/jobs")
+    assert wire.fake.job(job_id)["state"] == "scheduled"
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("per_page=%D9%A3", 400), ("per_page=%205", 400), ("per_page=05", 200)],
+)
+def test_per_page_takes_ascii_digits_only(
+    wire: Door, wire_sample: SampleBuild, query: str, status: int
+) -> None:
+    path = f"/organizations/{ORG}/pipelines/{wire_sample.pipeline}/builds/{wire_sample.number}/jobs"
+    assert wire.raw().get(f"{wire.base_url}{path}?{query}").status_code == status
+
+
+@pytest.mark.parametrize("suffix", ["/jobs", ""])
+def test_a_build_number_in_another_script_is_not_found(
+    wire: Door, wire_sample: SampleBuild, suffix: str
+) -> None:
+    path = f"/organizations/{ORG}/pipelines/{wire_sample.pipeline}/builds/%D9%A1{suffix}"
+    answer = wire.raw().get(wire.base_url + path)
+    assert (answer.status_code, answer.json()) == (404, {"message": "No build found"})
+
+
+def test_a_cursor_only_works_in_its_own_build(door: Door, sample: SampleBuild) -> None:
+    other = door.fake.add_build(sample.pipeline)
+    for _ in range(3):
+        door.fake.add_job(sample.pipeline, other)
+    client = door.client()
+    page = client.list_jobs(sample.pipeline, sample.number, per_page=2)
+    assert page.next_url is not None
+    cursor = httpx.URL(page.next_url).params["after"]
+    with pytest.raises(BadRequestError, match="Invalid cursor"):
+        client.list_jobs(sample.pipeline, other, after=cursor)

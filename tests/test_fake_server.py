@@ -298,3 +298,149 @@ def test_stop_while_a_client_is_stuck_mid_download(fake: FakeBuildkite) -> None:
     assert time.monotonic() - started < 3
     assert _fake_threads() == before
     stuck.close()
+
+
+# -- the wire: framing, protocol errors, hosts ---------------------------------------------------
+
+
+def _exchange(url: str, data: bytes) -> bytes:
+    """Send raw bytes, read until the server closes the connection."""
+    parsed = httpx.URL(url)
+    assert parsed.port is not None
+    with socket.create_connection((parsed.host, parsed.port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)  # nothing more is coming: a short body is truncated
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def _answers(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """The (status, headers, body) of every answer in ``raw`` (bodies with a Content-Length)."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers.get("content-length", len(rest)))
+        out.append((int(status_line.split()[1]), headers, rest[:length]))
+        raw = rest[length:]
+    return out
+
+
+def _put(path: str, framing: bytes, body: bytes) -> bytes:
+    return (
+        f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
+        + framing
+        + b"\r\n"
+        + body
+    )
+
+
+@pytest.mark.parametrize(
+    ("framing", "body", "status", "message"),
+    [
+        (b"Content-Length: abc\r\n", b'{"priority": 9}', 400, "Invalid Content-Length"),
+        (b"Content-Length: -5\r\n", b'{"priority": 9}', 400, "Invalid Content-Length"),
+        (b"Content-Length: 15\r\nContent-Length: 15\r\n", b'{"priority": 9}', 400, "More than one"),
+        (b"Content-Length: 99999999999\r\n", b'{"priority": 9}', 413, "too large"),
+        (b"Transfer-Encoding: chunked\r\n", b"zz\r\n", 400, "Invalid chunk size"),
+        (b"Transfer-Encoding: chunked\r\n", b"ffffffffff\r\n", 413, "too large"),
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nab", 400, "Truncated chunk"),
+        (b"Transfer-Encoding: gzip\r\n", b"", 400, "Unsupported Transfer-Encoding"),
+    ],
+)
+def test_bad_body_framing_is_one_json_400_then_close(
+    fake: FakeBuildkite,
+    sample: SampleBuild,
+    server: str,
+    framing: bytes,
+    body: bytes,
+    status: int,
+    message: str,
+) -> None:
+    path = f"/v2/organizations/acme/jobs/{sample.job_ids['failed']}/reprioritize"
+    raw = _exchange(server, _put(path, framing, body))
+    ((code, headers, content),) = _answers(raw)  # one answer, then the connection closed
+    assert code == status
+    assert message in json.loads(content)["message"]
+    assert headers["connection"] == "close"
+    assert headers["content-type"].startswith("application/json")
+    assert fake.job(sample.job_ids["failed"])["priority"] == {"number": 0}
+    assert fake.requests == []
+
+
+def test_a_chunked_body_with_trailers_is_read(
+    fake: FakeBuildkite, sample: SampleBuild, server: str
+) -> None:
+    path = f"/v2/organizations/acme/jobs/{sample.job_ids['failed']}/reprioritize"
+    body = b'8\r\n{"priori\r\n8;ext=1\r\nty": 33}\r\n0\r\nX-Trailer: yes\r\n\r\n'
+    request = _put(path, b"Transfer-Encoding: chunked\r\nConnection: close\r\n", body)
+    ((code, _, content),) = _answers(_exchange(server, request))
+    assert code == 200
+    assert json.loads(content)["priority"] == {"number": 33}
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 120 + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    ],
+)
+def test_protocol_errors_are_json(server: str, request_bytes: bytes, status: int) -> None:
+    ((code, headers, content),) = _answers(_exchange(server, request_bytes))
+    assert code == status
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(content)["message"]
+    assert headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("method", ["get", "OPTIONS", "BREW"])
+def test_any_method_gets_a_json_404(server: str, sample: SampleBuild, method: str) -> None:
+    request = (
+        f"{method} /v2/organizations/acme/jobs/{sample.current_job_id} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    ((code, headers, content),) = _answers(_exchange(server, request.encode()))
+    assert code == 404
+    assert json.loads(content)["message"].startswith(f"No route matches [{method}]")
+    assert headers["ratelimit-scope"] == "rest"
+
+
+def test_host_header_is_checked_and_absolute_targets_work(server: str, sample: SampleBuild) -> None:
+    job = f"/v2/organizations/acme/jobs/{sample.current_job_id}"
+    auth = f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    bad = f"GET {job} HTTP/1.1\r\nHost: a b/c?d\r\n{auth}"
+    ((code, _, content),) = _answers(_exchange(server, bad.encode()))
+    assert (code, json.loads(content)) == (400, {"message": "Invalid Host header"})
+    absolute = f"GET http://fake.test:8080{job}?x=1 HTTP/1.1\r\nHost: ignored\r\n{auth}"
+    ((code, _, content),) = _answers(_exchange(server, absolute.encode()))
+    assert code == 200
+    assert json.loads(content)["log_url"].startswith("http://fake.test:8080/v2/")
+
+
+def test_an_http_1_0_client_gets_a_close_delimited_body(fake: FakeBuildkite, server: str) -> None:
+    number = fake.add_build("p")
+    job_id = fake.add_job("p", number, log=SyntheticLog(2 * 1024 * 1024, line="x\n"))
+    request = f"GET /v2/organizations/acme/jobs/{job_id}/log.html HTTP/1.0\r\n"
+    raw = _exchange(server, f"{request}Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert b"Connection: close" in head
+    assert body.startswith(b'<div class="term-container">\n')
+    assert body.endswith(b"</div>\n</div>\n")
+    assert body.count(b'<div class="line">x</div>') == 1024 * 1024
+
+
+def test_control_routes_are_not_recorded(fake: FakeBuildkite, server: str) -> None:
+    root = server.removesuffix("/v2")
+    assert httpx.get(root + "/__fake__/health").status_code == 200
+    assert httpx.post(root + "/__fake__/reset").json() == {"message": "reset"}
+    assert httpx.get(root + "/__fake__/nope").status_code == 404
+    assert fake.requests == []
