@@ -4,6 +4,7 @@ exit status, no traceback from our internals, and leaves every file as it was.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -72,6 +73,43 @@ def write_cassette(content: bytes | None, *, directory: bool = False) -> Callabl
 
 def replay(tmp: Path) -> None:
     CassetteSession(SessionOptions(path=tmp / CASSETTE, test_id="test_x.py::test_x", mode="none"))
+
+
+def replay_request(tmp: Path) -> None:
+    """Load the cassette and replay one GET through it, as the plugin does."""
+    from pytest_bkjobs._cassette_session import CassetteRouter
+
+    options = SessionOptions(path=tmp / CASSETTE, test_id="test_x.py::test_x", mode="none")
+    session = CassetteSession(options)
+    router = CassetteRouter(session)
+    session.router = router
+    router.start()
+    try:
+        with JobsClient(token=TOKEN, org="acme", max_retries=0) as replayed:
+            replayed.get_job(JOB)
+    finally:
+        router.stop(quiet=True)
+
+
+def one_interaction(response: dict[str, Any]) -> bytes:
+    uri = f"https://api.buildkite.com/v2/organizations/acme/jobs/{JOB}"
+    request = {"method": "GET", "uri": uri, "headers": {}, "body": None}
+    data = {"version": 1, "interactions": [{"request": request, "response": response}]}
+    return json.dumps(data).encode()
+
+
+def env_file(content: bytes) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / ".env").write_bytes(content)
+
+    return setup
+
+
+NOT_UTF8_ENV = b"BUILDKITE_API_TOKEN=abc\xff\xfe\nBUILDKITE_ORGANIZATION_SLUG=acme\n"
+
+
+def bug(case: Case, reason: str) -> Any:
+    return pytest.param(case, id=case.id, marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
 def cli(*argv: str, **env: str) -> Callable[[Path], Any]:
@@ -230,6 +268,21 @@ CASES = [
     Case("cli annotate into a missing folder",
          cli("retry-failed", "--annotate", "nope/r.md", **STEP, BUILDKITE_BUILD_NUMBER="1"),
          None, "does not exist; create it first", 1),
+    bug(Case("dotenv not UTF-8", lambda t: JobsClient.from_env({}, dotenv_path=".env"),
+             ConfigurationError, ".env", setup=env_file(NOT_UTF8_ENV)),
+        "BUG: a .env that is not UTF-8 raises a bare UnicodeDecodeError from from_env"),
+    bug(Case("cli dotenv not UTF-8", cli("get", JOB, "--org", "acme"), None, ".env", 1,
+             setup=env_file(bytes(range(256)))),
+        "BUG: bkjobs with a .env that is not UTF-8 says 'internal error: UnicodeDecodeError'"),
+    bug(Case("cassette body not base64", replay_request, CassetteFormatError, "base64",
+             setup=write_cassette(one_interaction(
+                 {"status": 200, "headers": {}, "body": {"base64": "abc"}}))),
+        "BUG: a cassette body that is not base64 passes validation; replay raises binascii.Error"),
+    bug(Case("cassette header not latin-1", replay_request, CassetteFormatError, "headers",
+             setup=write_cassette(one_interaction(
+                 {"status": 200, "headers": {"x-note": ["\u4e2d"]}, "body": None}))),
+        "BUG: a cassette header value that is not latin-1 passes validation; replay raises"
+        " UnicodeEncodeError"),
 ]  # fmt: skip
 
 
@@ -242,11 +295,16 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
 
 
 def test_there_are_enough_cases() -> None:
-    assert len(CASES) >= 30
-    assert len({case.id for case in CASES}) == len(CASES)
+    ids = [case.id for case in CASES]
+    assert len(ids) >= 30
+    assert len(set(ids)) == len(ids)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def case_id(case: Any) -> str:
+    return str(case.id)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_bad_input(
     case: Case,
     tmp_path: Path,
@@ -266,6 +324,7 @@ def test_bad_input(
         assert status == case.status, captured.err
         assert case.message in captured.err
         assert "Traceback" not in captured.err + captured.out
+        assert "internal error" not in captured.err
         last = captured.err.strip().splitlines()[-1]
         assert last.startswith("bkjobs"), last  # one line: "bkjobs[ cmd]: error: ..."
     else:
