@@ -168,14 +168,28 @@ def test_page_and_log_parsers_raise_only_invalid_response_error(payload: Any) ->
 
 # -- env values through the fake's dotenv text ---------------------------------------------------
 
+TRICKY_VALUES = [
+    'say "hi"',
+    "a=b=c",
+    "# not a comment",
+    "x #y",
+    "${HOME}",
+    "é漢字🙂",
+    "\\n",
+    "ends \\",
+    "\x0b\x0c\x1c\x85\u2028",
+    "a\r\nb",
+    " lead",
+    "trail ",
+    "'single'",
+    "\\'",
+    '\\"',
+]
 env_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
 env_values = st.one_of(
     st.text(max_size=40),
     st.text(alphabet="\"'\\=#$ \n\r\t`{}", max_size=20),
-    st.sampled_from(
-        ['say "hi"', "a=b=c", "# not a comment", "x #y", "${HOME}", "é漢字🙂", "\\n", "ends \\"]
-        + ["\x0b\x0c\x1c\x85\u2028", "a\r\nb", " lead", "trail ", "'single'", "\\'", '\\"']
-    ),
+    st.sampled_from(TRICKY_VALUES),
 )
 
 
