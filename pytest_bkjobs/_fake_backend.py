@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -140,7 +140,19 @@ class Backend:
                 failed = True
             if not path.startswith(CONTROL_PREFIX):  # test conveniences are not traffic
                 self._record(request, path, query, reply, failed)
+        if reply.stream is not None:
+            reply.stream = self._guarded(reply.stream, request.method, path)
         return reply
+
+    def _guarded(self, chunks: Iterable[bytes], method: str, path: str) -> Iterator[bytes]:
+        """The body, with an error while producing it kept in ``errors`` (then re-raised)."""
+        try:
+            yield from chunks
+        except Exception as exc:  # e.g. a LogSource of yours that raised mid-log
+            logger.error("fake Buildkite: error while sending %s %s", method, path, exc_info=True)
+            with self.lock:
+                self.errors.append(exc)
+            raise
 
     def protocol_error(self, status: int, message: str) -> Reply:
         """A JSON answer to a request the loopback server could not read (not recorded)."""

@@ -64,10 +64,16 @@ class _Stream(httpx.SyncByteStream, httpx.AsyncByteStream):
         self._chunks = chunks
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from chunked(self._chunks)
+        try:
+            yield from chunked(self._chunks)
+        except Exception as exc:  # recorded in FakeBuildkite.errors by the backend
+            # What the loopback server's client sees: the connection ends mid-body.
+            raise httpx.RemoteProtocolError(
+                f"fake Buildkite: error while sending the body ({type(exc).__name__})"
+            ) from exc
 
     async def __aiter__(self) -> Any:
-        for chunk in chunked(self._chunks):
+        for chunk in self:
             yield chunk
 
 
@@ -298,8 +304,10 @@ class FakeBuildkite:
     def errors(self) -> list[BaseException]:
         """Exceptions raised while answering (each answered 500), oldest first.
 
-        A bug in the fake, or a callable of yours that raised (an ``outcome`` of
-        ``script_job``/``on_retry``, a ``LogSource``); the request shows outcome "error".
+        A bug in the fake, or code of yours that raised (an ``outcome`` of
+        ``script_job``/``on_retry``, a ``LogSource``). Before the answer started, the request
+        shows outcome "error"; in the middle of a streamed log the connection is cut
+        (in-process: ``httpx.RemoteProtocolError``).
         """
         with self._backend.lock:
             return list(self._backend.errors)

@@ -21,7 +21,7 @@ from pytest_bkjobs import (
     UnprocessableEntityError,
     parse_env_text,
 )
-from pytest_bkjobs.fake import FakeBuildkite, SampleBuild
+from pytest_bkjobs.fake import FakeBuildkite, LogSource, SampleBuild
 from tests.conftest import ORG, TOKEN, AsyncAsSync, ClientFactory
 
 
@@ -719,7 +719,7 @@ def test_unblock_with_an_unblocker_that_is_not_a_user_id_is_422(
 def test_an_error_while_answering_is_500_and_visible(wire: Door) -> None:
     number = wire.fake.add_build("p")
     job_id = wire.fake.add_job("p", number, state="scheduled")
-    wire.fake.script_job(job_id, lambda job: 1 / 0, after_polls=1)
+    wire.fake.script_job(job_id, lambda job: 1 // 0, after_polls=1)
     answer = wire.raw().get(f"{wire.base_url}/organizations/{ORG}/jobs/{job_id}")
     assert answer.status_code == 500
     assert answer.json() == {"message": "fake Buildkite error: ZeroDivisionError"}
@@ -891,3 +891,21 @@ def test_a_cursor_only_works_in_its_own_build(door: Door, sample: SampleBuild) -
     cursor = httpx.URL(page.next_url).params["after"]
     with pytest.raises(BadRequestError, match="Invalid cursor"):
         client.list_jobs(sample.pipeline, other, after=cursor)
+
+
+class _BrokenLog(LogSource):
+    """A log whose second chunk fails."""
+
+    size = 200_000
+
+    def iter_bytes(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        yield b"x" * 65536
+        raise OSError("disk gone")
+
+
+def test_an_error_mid_log_cuts_the_answer_and_is_visible(wire: Door) -> None:
+    number = wire.fake.add_build("p")
+    job_id = wire.fake.add_job("p", number, log=_BrokenLog())
+    with pytest.raises(httpx.RemoteProtocolError):
+        wire.raw().get(f"{wire.base_url}/organizations/{ORG}/jobs/{job_id}/log.txt")
+    assert [type(e) for e in wire.fake.errors] == [OSError]

@@ -184,7 +184,11 @@ def test_load_build_takes_a_manual_job_without_unblock_url() -> None:
     ("payload", "error", "match"),
     [
         (_payload({"id": "a"}, {"id": "a"}), ValueError, r"jobs\[1\]: job id a appears twice"),
-        (_payload({"id": "a"}, "nope"), TypeError, r"jobs\[1\] must be a job object"),
+        (
+            _payload({"id": "a"}, "nope"),  # type: ignore[arg-type]
+            TypeError,
+            r"jobs\[1\] must be a job object",
+        ),
         (_payload({"id": "a"}, {"id": "b/c"}), ValueError, r"jobs\[1\]: job id"),
         (_payload({"id": "a"}, {"id": "b", "type": "cmd"}), ValueError, r"jobs\[1\]: job type"),
         (_payload({"id": "a"}, {"id": "b", "state": "x"}), ValueError, r"jobs\[1\]: job state"),
