@@ -78,13 +78,17 @@ def iter_strip_log(
 
 
 def drop_partial_line(text: str) -> str:
-    """Drop the first, partial line of a log's tail (it may start inside a marker)."""
+    """Drop the cut-off start of a log's tail: a marker's leftover end, or a partial line."""
+    if text.startswith("\x1b_bk;t="):
+        return text  # it starts at a marker: a whole line
     cut = text.find("\n")
-    if cut >= 0:
-        return text[cut + 1 :]
-    # One unfinished line: drop a marker's leftover end ("...4000959\a") if there is one.
-    end = text.find("\x07")
-    return text[end + 1 :] if end >= 0 and "\x1b" not in text[:end] else text
+    first = text if cut < 0 else text[:cut]
+    bell = first.find("\x07")
+    if bell >= 0 and "\x1b" not in first[:bell]:
+        return text[bell + 1 :]  # "...4000959\a--- Tests": the line goes on after the marker
+    if cut < 0:
+        return text  # one unfinished line: all there is
+    return text[cut + 1 :]
 
 
 def _last_redraw(line: str) -> str:

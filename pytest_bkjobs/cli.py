@@ -61,6 +61,9 @@ class Where:
 def _where(args: argparse.Namespace, environ: dict[str, str]) -> Where:
     def pick(option: str, var: str) -> str | None:
         value = getattr(args, option, None)
+        if value is not None and not value.strip():
+            # An empty option must not fall back to the step's variable (the current job).
+            raise UsageError(f"--{option} must not be empty; leave it out to use {var}")
         return value if value is not None else (environ.get(var, "").strip() or None)
 
     build: int | None = getattr(args, "build", None)

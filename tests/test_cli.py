@@ -718,6 +718,8 @@ def test_cassette_convert(bk: Runner, clean_env: Path) -> None:
         ["log", ""],
         ["get", ".."],
         ["log", "."],
+        ["get", "--job", ""],
+        ["list", "--pipeline", " "],
     ],
 )
 def test_an_empty_job_is_a_usage_error_not_the_current_job(
@@ -727,7 +729,9 @@ def test_an_empty_job_is_a_usage_error_not_the_current_job(
     requests_before = len(fake.requests)
     result = bk(*argv)
     assert result.code == 2
-    assert "JOB must be a job id (a UUID; `bkjobs list` shows them)" in result.err
+    assert "JOB must be a job id (a UUID; `bkjobs list` shows them)" in result.err or (
+        "must not be empty; leave it out to use BUILDKITE_" in result.err
+    )
     assert result.out == ""
     assert len(fake.requests) == requests_before  # nothing was sent
     assert fake.log(sample.current_job_id) == log_before
@@ -835,10 +839,13 @@ def test_log_tail_strip_drops_the_partial_first_line(
 ) -> None:
     job_id = sample.job_ids["failed"]
     fake.update_job(job_id, log="\x1b_bk;t=1745322209921\x07$ make\r\n\x1b_bk;t=2\x07boom\r\n")
-    tail = len("4000000959\a$ make\r\n\x1b_bk;t=2\x07boom\r\n") - 10  # starts inside the marker
+    tail = len("09921\a$ make\r\n\x1b_bk;t=2\x07boom\r\n")  # starts inside the marker
     result = bk("log", job_id, "--tail", str(tail), "--strip")
     assert result.code == 0, result.err
-    assert result.out == "boom\n"
+    assert result.out == "$ make\nboom\n"  # the leftover "...0959\a" of the marker is dropped
+    cut = len("ke\r\n\x1b_bk;t=2\x07boom\r\n")  # starts inside "$ make"
+    cut_line = bk("log", job_id, "--tail", str(cut), "--strip")
+    assert cut_line.out == "boom\n"
     whole = bk("log", job_id, "--tail", "1000", "--strip")  # the whole log: nothing dropped
     assert whole.out == "$ make\nboom\n"
 

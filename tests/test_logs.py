@@ -235,7 +235,12 @@ def test_an_unterminated_marker_at_the_end_of_a_partial_log_is_dropped(cut: str)
 @pytest.mark.parametrize(
     ("tail", "expected"),
     [
-        ("4000000959\x07$ bkjobs list\r\n\x1b_bk;t=2\x07ok\r\n", "\x1b_bk;t=2\x07ok\r\n"),
+        (
+            "4000000959\x07$ bkjobs list\r\n\x1b_bk;t=2\x07ok\r\n",
+            "$ bkjobs list\r\n\x1b_bk;t=2\x07ok\r\n",
+        ),
+        ("ing for jobs\r\n\x1b_bk;t=2\x07ok\r\n", "\x1b_bk;t=2\x07ok\r\n"),  # a cut line
+        ("\x1b_bk;t=1\x07whole\r\nok\r\n", "\x1b_bk;t=1\x07whole\r\nok\r\n"),
         ("4000000959\x07$ bkjobs list", "$ bkjobs list"),  # one unfinished line
         ("t=1\x07", ""),
         ("plain text", "plain text"),
