@@ -211,10 +211,12 @@ class FakeBuildkite:
         """Add a job to a build; returns its id.
 
         Any JSON field may be given (defaults follow the spec, ``type="script"``,
-        ``state="passed"``). Besides: ``log=`` (str, bytes or a ``LogSource`` such as
-        ``SyntheticLog``), ``env=`` (dict, merged over the ``BUILDKITE_*`` defaults),
+        ``state="passed"``); ``state``, ``exit_status`` and ``id`` are checked. Besides:
+        ``log=`` (str, bytes or a ``LogSource`` such as ``SyntheticLog``), ``env=`` (names like
+        ``MY_VAR`` to strings; for script jobs merged over the ``BUILDKITE_*`` defaults),
         ``permit_on_passed=`` (allow retrying when passed) and ``declared_failing=`` (an
         "early failure declaration": ``state[]=failed`` lists it while its state is running).
+        A near miss of these keywords (``permit_on_pass=``) is a ``TypeError``.
         """
         with self._backend.lock:
             return self._state.add_job(pipeline, build, **job_fields)
@@ -346,7 +348,10 @@ class FakeBuildkite:
         state: str | None = None,
         soft_failed: bool | None = None,
     ) -> None:
-        """Finish a job: ``passed`` on exit status 0, else ``failed`` (or the ``state`` given)."""
+        """Finish a script job: ``passed`` on exit status 0, else ``failed`` (or ``state``).
+
+        ``exit_status`` is an integer or ``None``; ``state`` a job state such as "timed_out".
+        """
         with self._backend.lock:
             self._state.finish_job(self._job(job_id), exit_status, state, soft_failed)
 
