@@ -162,7 +162,7 @@ def record_figures(name: str, **figures: Any) -> None:
         return
     path = Path(folder) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"check": name, **figures}, sort_keys=True), encoding="utf-8")
+    path.write_text(json.dumps({"name": name, **figures}, sort_keys=True), encoding="utf-8")
 
 
 def leftovers(folder: Path, keep: Callable[[Path], bool]) -> list[str]:

@@ -17,7 +17,7 @@ from pytest_bkjobs import BuildkiteError, JobsClient
 from pytest_bkjobs.ci import BuildContext, retry_failed_siblings
 from pytest_bkjobs.fake import LogSource
 
-from ._support import FAULTS, Rig, leftovers, make_rig, record_figures
+from ._support import FAULTS, PATIENT, Rig, leftovers, make_rig, record_figures
 
 pytestmark = pytest.mark.slow
 
@@ -219,4 +219,60 @@ def test_download_leaves_the_complete_file_or_the_previous_one(rig: Rig, tmp_pat
         failed_kept_previous=failed,
         result=f"{done} complete files, {failed} failures left the previous file;"
         " no partial or temporary file",
+    )
+
+
+# -- the async client, every fault kind at once --------------------------------------------------
+
+
+def test_async_client_under_mixed_faults() -> None:
+    import asyncio
+
+    from pytest_bkjobs import AsyncJobsClient
+    from pytest_bkjobs.ci import async_retry_failed_siblings
+
+    rig = make_rig("502")
+    fake = rig.fake
+    build = fake.add_build("app")
+    current = fake.add_job("app", build, name="bkjobs", state="running")
+    failed = [fake.add_job("app", build, name=f"t{i}", exit_status=1) for i in range(FAILED_JOBS)]
+    for i in range(JOBS - FAILED_JOBS):
+        fake.add_job("app", build, name=f"ok {i}", exit_status=0)
+    ctx = BuildContext(org=fake.org, pipeline="app", build=build, job_id=current)
+
+    async def run(url: str) -> tuple[list[dict[str, object]], list[dict[str, object]], int]:
+        async with AsyncJobsClient(
+            token=fake.token, org=fake.org, base_url=url, sleep=rig.clock.async_sleep, **PATIENT
+        ) as client:
+            expected = [job.raw async for job in client.iter_jobs("app", build, per_page=PER_PAGE)]
+            fake.set_rate_limits(org=6, user=4, window=60)
+            fake.random_faults(
+                0.3, seed=9, kinds=("error", "drop", "lost"), statuses=(502, 503, 504)
+            )
+            got = [job.raw async for job in client.iter_jobs("app", build, per_page=PER_PAGE)]
+            runs = 0
+            while not all(fake.retry_calls(job_id) for job_id in failed) and runs < 30:
+                runs += 1
+                await async_retry_failed_siblings(
+                    client, ctx, concurrency=8, sleep=rig.clock.async_sleep
+                )
+                assert max(fake.retry_calls(job_id) for job_id in failed) <= 1
+            return expected, got, runs
+
+    with fake.serve() as url:
+        expected, got, runs = asyncio.run(run(url))
+    assert got == expected
+    assert len(got) == JOBS + 1
+    assert all(fake.retry_calls(job_id) == 1 for job_id in failed)
+    outcomes = rig.outcomes()
+    hits = {kind: outcomes[kind] for kind in ("429", "502", "503", "504", "dropped", "lost")}
+    assert all(count >= 3 for count in hits.values()), hits
+    record_figures(
+        "async-mixed",
+        check="AsyncJobsClient: iter_jobs over 500 jobs, then async_retry_failed_siblings",
+        fault="429 (org and user), 502, 503, 504, reset, lost, all at once",
+        injected=sum(hits.values()),
+        requests=len(fake.requests),
+        result=f"listing identical to the fault-free one; each of {FAILED_JOBS} jobs retried"
+        f" exactly once over {runs} run(s)",
     )

@@ -253,7 +253,7 @@ def _pytest(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[st
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BUILDKITE")}
     environ.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "4", *args],
+        [sys.executable, "-m", "pytest", "-q", *QUICK, "-n", "4", *args],
         cwd=cwd,
         env=environ,
         capture_output=True,
