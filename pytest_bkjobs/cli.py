@@ -306,12 +306,16 @@ def cmd_retry(args: argparse.Namespace, where: Where, state: _State) -> int:
             except BuildkiteError as read_error:
                 raise BuildkiteError(
                     f"the retry's outcome is unknown ({exc}) and reading job {job_id} back failed"
-                    f" ({read_error}); it was not sent again: check the build before retrying"
+                    f" ({read_error}); it was not sent again: running bkjobs retry {job_id} again"
+                    " is safe (if the retry did happen, Buildkite refuses a second one and the"
+                    " retry is shown)"
                 ) from exc
             if not old.retried_in_job_id:
                 raise BuildkiteError(
                     f"the retry's outcome is unknown ({exc}) and job {job_id} does not show as"
-                    " retried; it was not sent again: check the build before retrying"
+                    f" retried; it was not sent again: running bkjobs retry {job_id} again is"
+                    " safe (if the retry did happen, Buildkite refuses a second one and the"
+                    " retry is shown)"
                 ) from exc
             new = client.get_job(old.retried_in_job_id, **route)
             progress(f"the answer was lost, but job {job_id} was retried (read back)")

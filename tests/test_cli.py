@@ -250,8 +250,27 @@ def test_retry_with_a_dropped_request_is_not_sent_again(
     assert result.code == 1
     assert "outcome is unknown" in result.err
     assert "it was not sent again" in result.err
+    assert f"running bkjobs retry {job_id} again is safe" in result.err
     assert fake.retry_calls(job_id) == 0
     assert not fake.job(job_id).get("retried")
+    assert bk("retry", job_id).code == 0  # and it is: the job is retried once
+
+
+def test_retry_with_a_lost_answer_then_again_shows_the_retry(
+    bk: Runner, sample: SampleBuild, fake: FakeBuildkite
+) -> None:
+    job_id = sample.job_ids["failed"]
+    fake.inject_fault("lost", method="PUT", path="/retry")
+    fake.inject_fault("error", method="GET", times=4)  # the read-back fails too (and its re-sends)
+    first = bk("retry", job_id)
+    assert first.code == 1
+    assert "reading job" in first.err
+    assert f"running bkjobs retry {job_id} again is safe" in first.err
+    again = bk("retry", job_id)
+    assert again.code == 1
+    assert "was already retried, as job" in again.err
+    assert fake.retry_calls(job_id) == 2  # the second PUT was refused: retried once
+    assert fake.job(job_id)["retried"] is True
 
 
 def test_unblock_with_fields(bk: Runner, sample: SampleBuild, fake: FakeBuildkite) -> None:
