@@ -118,15 +118,21 @@ class Backend:
 
     def dispatch(self, request: FakeRequest) -> Reply:
         """Answer one request; never raises (bad input, and our own errors, are answers too)."""
-        if self.latency > 0:
-            self.sleep(self.latency)
         path, _, query_string = request.target.partition("?")
         query = tuple(parse_qsl(query_string, keep_blank_values=True))
+        slept: Exception | None = None
+        if self.latency > 0:
+            try:
+                self.sleep(self.latency)  # outside the lock: slow requests still overlap
+            except Exception as exc:  # an injected sleep that raised
+                slept = exc
         with self.lock:
             failed = False
             try:
+                if slept is not None:
+                    raise slept
                 reply = self._dispatch(request, path, query)
-            except Exception as exc:  # a bug, or a user's outcome callable or fault that raised
+            except Exception as exc:  # a bug, or a callable of yours (outcome, sleep) that raised
                 logger.error(
                     "fake Buildkite: error while answering %s %s",
                     request.method,

@@ -247,3 +247,16 @@ def test_an_outcome_callable_that_fails_answers_500_in_process(
     assert fake.job(job_id)["state"] == "scheduled"  # a bad outcome never becomes a state
     fake.clear_requests()
     assert fake.errors == []
+
+
+def test_an_injected_sleep_that_raises_is_a_500_too() -> None:
+    def sleep(seconds: float) -> None:
+        raise RuntimeError("no sleeping here")
+
+    fake = FakeBuildkite(org=ORG, token=TOKEN, sleep=sleep)
+    fake.latency = 0.1
+    raw = httpx.Client(transport=fake.transport(), headers={"Authorization": f"Bearer {TOKEN}"})
+    answer = raw.get(f"https://api.buildkite.com/v2/organizations/{ORG}/jobs/x")
+    assert answer.status_code == 500
+    assert [type(e) for e in fake.errors] == [RuntimeError]
+    assert fake.requests[-1].outcome == "error"
