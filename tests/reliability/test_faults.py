@@ -214,6 +214,7 @@ def test_download_leaves_the_complete_file_or_the_previous_one(rig: Rig, tmp_pat
         check="download_job_log (250 KiB, max_retries=1)",
         fault=rig.fault,
         injected=hits,
+        requests=len(fake.requests),
         downloads=DOWNLOADS,
         complete=done,
         failed_kept_previous=failed,

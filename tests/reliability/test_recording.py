@@ -149,6 +149,7 @@ def test_recording_leaves_a_valid_new_cassette_or_the_previous_one(
         check=f"recording a cassette ({RUNS} --bk-record runs, max_retries=2)",
         fault=fault,
         injected=hits,
+        requests=len(fake.requests),
         runs=RUNS,
         written=written,
         kept_previous=kept,
@@ -302,5 +303,6 @@ def test_forty_tests_record_and_replay_under_xdist(
         check="40 tests recording then replaying under pytest -n 4",
         fault="4 workers writing cassettes at once",
         injected=40,
+        requests=len(fake.requests),
         result="40 valid cassettes recorded, 40 tests passed on replay, files unchanged",
     )
