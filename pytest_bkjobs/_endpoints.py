@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ._errors import InvalidArgumentError, InvalidResponseError
+from ._errors import InvalidArgumentError, InvalidResponseError, excerpt
 from ._models import FILTER_STATES, Job, JobLog, JobsPage
 
 T = TypeVar("T")
@@ -57,7 +57,8 @@ def _no_dot_segment(name: str, value: str) -> str:
     # "." and ".." would be collapsed by the URL layer and reach another endpoint.
     if value in (".", ".."):
         raise InvalidArgumentError(
-            f"{name} {value!r} is not a valid {name}: give the real value (a job's UUID, a slug)"
+            f"{name} {value!r} is not a valid {name}: give the real value"
+            " (a job's UUID as `bkjobs list` or the job's URL shows it, or a slug)"
         )
     return value
 
@@ -170,11 +171,11 @@ def read_json(response: httpx.Response) -> Any:
             "the JSON body is nested too deeply to be a Buildkite answer", **_where(response)
         ) from None
     except ValueError:
-        excerpt = " ".join(content[:200].decode("utf-8", "replace").split())
+        shown = excerpt(content[:4096].decode("utf-8", "replace"))
         ctype = response.headers.get("content-type", "no content-type")
         what = "a body that is not valid JSON" if "json" in ctype else f"a {ctype} body"
         raise InvalidResponseError(
-            f"expected JSON, got {what}: {excerpt!r}", body=excerpt, **_where(response)
+            f"expected JSON, got {what}: {shown!r}", body=shown, **_where(response)
         ) from None
 
 

@@ -109,6 +109,11 @@ class APIStatusError(BuildkiteError):
 class BadRequestError(APIStatusError):
     """400: invalid parameters, or an action the job's state does not allow."""
 
+    @property
+    def already_retried(self) -> bool:
+        """True for Buildkite's "Jobs can only be retried once" (someone retried it first)."""
+        return "only be retried once" in self.message.lower()
+
 
 class AuthenticationError(APIStatusError):
     """401: the token is missing, wrong or revoked."""
@@ -151,6 +156,7 @@ class RateLimitError(APIStatusError):
         self.scope = scope
         self.reset_after = reset_after
         self.waited = 0.0
+        self.max_wait: float | None = None
         super().__init__(message, **kw)
 
     def _hint(self) -> str:
@@ -161,10 +167,18 @@ class RateLimitError(APIStatusError):
             " or raise the client's max_retries / max_wait"
         )
 
+    @property
+    def reset_exceeds_budget(self) -> bool:
+        """True when the window resets later than the client was allowed to wait."""
+        if self.reset_after is None or self.max_wait is None:
+            return False
+        return self.reset_after > self.max_wait - self.waited
+
     def add_wait_note(self, waited: float, max_wait: float) -> None:
         """Say how long the client waited before giving up, and why it stopped."""
         self.waited = waited
-        if self.reset_after is not None and self.reset_after > max_wait - waited:
+        self.max_wait = max_wait
+        if self.reset_exceeds_budget:
             note = (
                 f" (gave up after waiting {waited:g}s: the reset is longer than"
                 f" the {max_wait:g}s wait budget, max_wait)"
@@ -192,7 +206,7 @@ _TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]+>")
 
 
-def _excerpt(text: str) -> str:
+def excerpt(text: str) -> str:
     """A short, one-line excerpt of a non-JSON body; an HTML page gives its title."""
     if "<" in text[:200]:
         title = _TITLE_RE.search(text)
@@ -216,7 +230,7 @@ def parse_error_body(content: bytes) -> tuple[str, Any]:
         if errors:
             message = f"{message}: {json.dumps(errors, ensure_ascii=False)}"
         return message, body
-    return _excerpt(text) or "(empty body)", body
+    return excerpt(text) or "(empty body)", body
 
 
 def error_for_status(

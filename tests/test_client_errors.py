@@ -142,6 +142,32 @@ def test_429_longer_than_the_wait_budget_says_so(make_client: ClientFactory):
     )
 
 
+def test_already_retried_is_recognised(make_client: ClientFactory):
+    client = make_client(Script(msg(400, "Jobs can only be retried once")))
+    with pytest.raises(BadRequestError) as info:
+        client.retry_job("j1")
+    assert info.value.already_retried
+    other = make_client(Script(msg(400, "Only failed, timed out or canceled jobs can be retried")))
+    with pytest.raises(BadRequestError) as info:
+        other.retry_job("j1")
+    assert not info.value.already_retried
+
+
+def test_429_reports_the_budget_it_had(make_client: ClientFactory):
+    limited = httpx.Response(429, json={"message": "x", "scope": "rest", "reset": 300})
+    with pytest.raises(RateLimitError) as info:
+        make_client(Script(limited), max_wait=50).get_job("j1")
+    assert info.value.max_wait == 50
+    assert info.value.reset_exceeds_budget
+
+
+def test_a_200_html_page_shows_its_title(make_client: ClientFactory):
+    page = "<html><head><title>Down for maintenance</title></head><body>...</body></html>"
+    answer = httpx.Response(200, text=page, headers={"content-type": "text/html"})
+    with pytest.raises(InvalidResponseError, match="a text/html body: 'HTML page: Down for"):
+        make_client(Script(answer)).get_job("j1")
+
+
 def test_invalid_json_with_a_json_content_type(make_client: ClientFactory):
     answer = httpx.Response(200, content=b"{oops", headers={"content-type": "application/json"})
     with pytest.raises(InvalidResponseError, match="a body that is not valid JSON: '{oops'"):
