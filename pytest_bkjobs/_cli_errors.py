@@ -80,13 +80,11 @@ def describe_error(exc: BaseException, command: str = "", base_url: str = "") ->
 
 
 def _rate_limit(exc: RateLimitError, command: str) -> str:
-    from ._client_base import DEFAULT_MAX_WAIT  # the budget of the client bkjobs builds
-
     what = f"Buildkite rate limit reached (429, scope {exc.scope or 'unknown'}: {exc.message})"
-    if exc.reset_after is not None and exc.reset_after > DEFAULT_MAX_WAIT - exc.waited:
+    if exc.reset_exceeds_budget:
         text = (
             f"{what}; it resets in {exc.reset_after:g}s, longer than bkjobs waits for a rate"
-            f" limit ({DEFAULT_MAX_WAIT:g}s; gave up after {exc.waited:g}s): run again after"
+            f" limit ({exc.max_wait:g}s; gave up after {exc.waited:g}s): run again after"
             " the reset"
         )
     else:

@@ -131,7 +131,7 @@ def _is_abort(exc: BaseException) -> bool:
 
 def _lost_race(exc: BuildkiteError) -> bool:
     """Buildkite's answer to retrying a job that was retried after we listed it."""
-    return isinstance(exc, BadRequestError) and "retried once" in exc.message.lower()
+    return isinstance(exc, BadRequestError) and exc.already_retried
 
 
 def _after_error(job: Job, exc: BuildkiteError) -> JobOutcome:

@@ -290,7 +290,7 @@ def cmd_retry(args: argparse.Namespace, where: Where, state: _State) -> int:
         try:
             new = client.retry_job(job_id, **route)
         except BadRequestError as exc:
-            if "retried once" not in exc.message.lower():
+            if not exc.already_retried:
                 raise
             old = client.get_job(job_id, **route)
             if not old.retried_in_job_id:
