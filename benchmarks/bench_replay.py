@@ -194,7 +194,7 @@ def measure(n_main: int, sizes: list[int], repeats: int) -> list[dict[str, Any]]
 
         os.environ["BENCH_OUT"] = str(out)
         try:
-            run([PYTHON, "-m", "pytest", "-q", "-p", "no:randomly", "-x"], cwd=folder)
+            run([PYTHON, "-m", "pytest", "-q", "-p", "no:randomly", "-x"], cwd=folder, timeout=3600)
         finally:
             os.environ.pop("BENCH_OUT", None)
         return [json.loads(line) for line in out.read_text().splitlines()]

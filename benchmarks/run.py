@@ -8,6 +8,7 @@ interleaved, and the median is reported. Results also go to ``benchmarks/results
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -39,7 +40,7 @@ class Sizes:
     log_repeats: int
 
 
-FULL = Sizes(2000, (10, 100, 1000), 5, 200, 7, 4000, 5, 200, 0.020, 3, 256, 3)
+FULL = Sizes(2000, (10, 100, 1000), 3, 200, 7, 4000, 5, 200, 0.020, 3, 256, 3)
 QUICK = Sizes(200, (10, 100), 2, 200, 3, 1000, 2, 50, 0.020, 1, 32, 1)
 TINY = Sizes(20, (5, 10), 1, 20, 1, 100, 1, 5, 0.001, 1, 1, 1)
 
@@ -84,12 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="trivial sizes, one run (checks the code runs)"
     )
+    parser.add_argument(
+        "--replay-repeats",
+        type=int,
+        default=None,
+        help="runs of B1-B3 (default 3, quick 2); while replay is quadratic, 1 keeps a full run"
+        " near 10 minutes",
+    )
     parser.add_argument("--only", default="", help="comma-separated ids, e.g. B1,B6")
     parser.add_argument(
         "--output", type=Path, default=ROOT / "benchmarks" / "results.json", help="JSON file"
     )
     args = parser.parse_args(argv)
     sizes = TINY if args.smoke else QUICK if args.quick else FULL
+    if args.replay_repeats is not None:
+        sizes = dataclasses.replace(sizes, replay_repeats=max(1, args.replay_repeats))
     wanted = {part.strip().upper() for part in args.only.split(",") if part.strip()}
     rows: list[Row] = []
     started = time.perf_counter()
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "sizes": sizes.__dict__,
+        "sizes": dataclasses.asdict(sizes),
         "seconds": time.perf_counter() - started,
         "rows": [r.to_dict() for r in rows],
         "table": text,
