@@ -274,3 +274,26 @@ def test_the_fake_never_shows_the_token(
     for where, text in (("answers", bodies), ("fake.requests", recorded), ("logs", logs)):
         assert leaks(text, [token, token + "x"]) == [], where
     assert all(r.headers.get("authorization") in ("Bearer ***", None) for r in fake.requests)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: when the bk_client/bk_async_client fixture cannot build its client, the"
+    " fixture's plain `kwargs` dict (with the token) is printed by --showlocals",
+)
+@pytest.mark.parametrize("fixture", ["bk_client", "bk_async_client"])
+def test_a_client_fixture_that_fails_never_shows_the_token(
+    pytester: pytest.Pytester, token: str, monkeypatch: pytest.MonkeyPatch, fixture: str
+) -> None:
+    monkeypatch.setenv("BUILDKITE_API_TOKEN", token)
+    monkeypatch.setenv("BUILDKITE_ORGANIZATION_SLUG", "acme")
+    monkeypatch.delenv("BUILDKITE_API_URL", raising=False)
+    pytester.makepyfile(f"def test_x({fixture}):\n    pass\n")
+    # A typo in the API URL: the client refuses it, the fixture errors, locals are shown.
+    result = pytester.runpytest_inprocess(
+        *QUICK, "--showlocals", "--bk-record", "--bk-api-url", "http://"
+    )
+    result.assert_outcomes(errors=1)
+    assert "base_url must be an http(s) URL" in result.stdout.str()
+    output = "\n".join([*result.outlines, *result.errlines])
+    assert leaks(output, forms(token)) == []
