@@ -75,6 +75,16 @@ def replay(tmp: Path) -> None:
     CassetteSession(SessionOptions(path=tmp / CASSETTE, test_id="test_x.py::test_x", mode="none"))
 
 
+def record_mode(mode: str) -> Callable[[Path], None]:
+    """A recording mode that reads the existing file first (and must not overwrite a bad one)."""
+
+    def run(tmp: Path) -> None:
+        options = SessionOptions(path=tmp / CASSETTE, test_id="test_x.py::test_x", mode=mode)
+        CassetteSession(options)
+
+    return run
+
+
 def replay_request(tmp: Path) -> None:
     """Load the cassette and replay one GET through it, as the plugin does."""
     from pytest_bkjobs._cassette_session import CassetteRouter
@@ -227,6 +237,10 @@ CASES = [
          setup=write_cassette(b'{"version": 1, "interactions": {}}')),
     Case("missing cassette in replay", replay, CassetteNotFoundError, "nothing to replay",
          setup=write_cassette(None)),
+    Case("bad cassette in once mode", record_mode("once"), CassetteFormatError,
+         "The file is left as it is", setup=write_cassette(b"not json")),
+    Case("bad cassette in new_episodes mode", record_mode("new_episodes"), CassetteFormatError,
+         "unknown cassette version", setup=write_cassette(b'{"version": 0}')),
     # -- environment -----------------------------------------------------------------------
     Case("no token", lambda t: JobsClient.from_env({}, dotenv_path=None), ConfigurationError,
          "BUILDKITE_API_TOKEN is not set"),
@@ -245,6 +259,8 @@ CASES = [
     Case("cli outside a step", cli("list"), None, "no build given: not inside a Buildkite step",
          1),
     Case("cli non-numeric build", cli("list", **STEP, BUILDKITE_BUILD_NUMBER="abc"), None,
+         "BUILDKITE_BUILD_NUMBER must be the build number", 1),
+    Case("cli build number 0", cli("retry-failed", **STEP, BUILDKITE_BUILD_NUMBER="0"), None,
          "BUILDKITE_BUILD_NUMBER must be the build number", 1),
     Case("cli without token", cli("get", JOB, BUILDKITE_ORGANIZATION_SLUG="acme"), None,
          "BUILDKITE_API_TOKEN is not set", 1),
