@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._errors import BuildkiteError
 
@@ -156,12 +157,41 @@ def _check_message(message: object, where: str) -> dict[str, Any]:
         isinstance(v, list) and all(isinstance(s, str) for s in v) for v in headers.values()
     ):
         raise ValueError(f"{where}.headers must map names to lists of strings")
+    for name, values in headers.items():
+        for value in values:
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{where}.headers[{name!r}] value {value!r} is not latin-1 text (HTTP"
+                    " header values must be); percent-encode it or remove it"
+                ) from None
     body = message.get("body")
     if body is not None and (
         not isinstance(body, dict) or not ({"json", "text", "base64"} & body.keys())
     ):
         raise ValueError(f"{where}.body must be null or one of {{json|text|base64: ...}}")
+    if body is not None and "base64" in body:
+        try:
+            base64.b64decode(str(body["base64"]), validate=True)
+        except ValueError:  # binascii.Error is a ValueError
+            raise ValueError(
+                f"{where}.body.base64 is not valid base64 (standard alphabet, padded)"
+            ) from None
     return message
+
+
+def _check_uri(uri: str, where: str) -> None:
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ValueError(f"{where}.uri {uri!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"{where}.uri {uri!r} is not an absolute http(s) URL such as"
+            " https://api.buildkite.com/v2/..."
+        )
 
 
 def validate_cassette(data: object) -> dict[str, Any]:
@@ -187,6 +217,11 @@ def validate_cassette(data: object) -> dict[str, Any]:
         status = response.get("status")
         if isinstance(status, bool) or not isinstance(status, int):
             raise ValueError(f"interactions[{i}].response.status must be an integer")
+        if not 100 <= status <= 599:
+            raise ValueError(
+                f"interactions[{i}].response.status {status} is not an HTTP status (100-599)"
+            )
+        _check_uri(request["uri"], f"interactions[{i}].request")
     return data
 
 

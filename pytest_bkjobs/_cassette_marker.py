@@ -20,11 +20,24 @@ MARKER_DOC = (
     " requests from a cassette file."
 )
 _MAX_ID = 60
+#: Names Windows reserves for devices, with any extension (``CON``, ``nul.json``).
+_RESERVED = frozenset(
+    {
+        "CON",
+        "PRN",
+        "AUX",
+        "NUL",
+        *(f"COM{i}" for i in range(1, 10)),
+        *(f"LPT{i}" for i in range(1, 10)),
+    }
+)
 
 
 def safe_name(text: str) -> str:
     """File-name-safe text; a changed or long text gets a stable hash so names stay unique."""
     cleaned = re.sub(r"[^A-Za-z0-9._=+,@-]", "_", text).strip(".") or "_"
+    if cleaned.split(".", 1)[0].upper() in _RESERVED:
+        cleaned = f"_{cleaned}"  # a changed name: the hash below keeps it unique
     if cleaned != text or len(cleaned) > _MAX_ID:
         digest = hashlib.sha256(text.encode()).hexdigest()[:10]
         cleaned = f"{cleaned[:40]}-{digest}"
@@ -32,12 +45,12 @@ def safe_name(text: str) -> str:
 
 
 def _test_name(item: pytest.Item) -> str:
-    """``Class.test[param-id]``, made safe."""
+    """``Outer.Inner.test[param-id]`` (every enclosing class), made safe."""
     callspec = getattr(item, "callspec", None)
     base = str(getattr(item, "originalname", None) or item.name.split("[", 1)[0])
-    cls = getattr(item, "cls", None)
-    if cls is not None:
-        base = f"{cls.__name__}.{base}"
+    classes = [node.name for node in item.listchain() if isinstance(node, pytest.Class)]
+    if classes:
+        base = ".".join([*classes, base])
     name = safe_name(base)
     if callspec is not None:
         name += f"[{safe_name(callspec.id)}]"

@@ -18,13 +18,27 @@ from urllib.parse import quote, urlsplit
 from ._cassette import Interaction, body_bytes, map_strings
 from ._env import REDACTED, format_env_text, is_secret_name, parse_env_text
 
-__all__ = ["DROPPED_HEADERS", "Redactor", "bearer_token", "tidy_interaction"]
+__all__ = [
+    "DROPPED_HEADERS",
+    "VOLATILE_HEADERS",
+    "Redactor",
+    "bearer_token",
+    "tidy_interaction",
+]
 
 #: Never written: they carry credentials.
 DROPPED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+#: Response headers that change on every request: dropped so a re-record diffs only real changes.
+#: ``RateLimit-*`` is kept: the client reads it to wait out a replayed 429.
+VOLATILE_HEADERS = frozenset({"date", "server", "via", "x-request-id", "set-cookie"})
+#: Prefixes of volatile response headers (CloudFront's ``x-amz-cf-id``, Cloudflare's ``cf-ray``).
+VOLATILE_PREFIXES = ("x-amz-cf-", "cf-")
 #: The stored body is the decoded whole body, so these would describe the wrong bytes.
 _TRANSFER_HEADERS = ("content-encoding", "transfer-encoding")
 _MIN_SECRET_LEN = 6
+#: Values masked for a secret name are replaced everywhere only from this length on: replacing
+#: ``1`` or ``yes`` all over a cassette would mangle it and hide nothing.
+_MIN_MASKED_LEN = 4
 _ENV_PATH = re.compile(r"/env(\.txt)?/?$")
 
 
@@ -65,10 +79,27 @@ class Redactor:
     secrets: set[str] = field(default_factory=set)
     env_patterns: tuple[str, ...] = ()
 
-    def add_secret(self, value: str | None) -> None:
+    def add_secret(self, value: str | None, min_len: int = _MIN_SECRET_LEN) -> None:
         """Replace this value (and its URL-quoted form) wherever it appears."""
-        if value and len(value.strip()) >= _MIN_SECRET_LEN:
+        if value and len(value.strip()) >= min_len and value.strip() != REDACTED:
             self.secrets.add(value.strip())
+
+    def learn(self, interaction: Interaction) -> None:
+        """Remember the values this interaction holds under secret names (and its token).
+
+        Called on every interaction of a cassette before any is written, so a secret masked in
+        one answer (a job env) is also replaced where it shows up in clear in another (a log).
+        """
+        request, response = interaction["request"], interaction["response"]
+        self.add_secret(bearer_token(request.get("headers", {})))
+        found: list[str] = []
+        body = request.get("body")
+        if body and "json" in body:
+            self._mask_json_secrets(body["json"], found)
+        if _ENV_PATH.search(urlsplit(str(request.get("uri", ""))).path):
+            self._mask_env_body(response.get("body"), found)
+        for value in found:
+            self.add_secret(value, _MIN_MASKED_LEN)
 
     def _replacements(self) -> list[tuple[str, str]]:
         pairs: list[tuple[str, str]] = []
@@ -106,27 +137,36 @@ class Redactor:
             if name.lower() not in DROPPED_HEADERS
         }
 
-    def _mask_json_secrets(self, value: Any) -> Any:
+    def _mask_json_secrets(self, value: Any, found: list[str] | None = None) -> Any:
         """Mask values stored under secret-looking keys (``DEPLOY_TOKEN``, ``db_password``)."""
         if isinstance(value, dict):
-            return {
-                k: REDACTED
-                if isinstance(k, str) and is_secret_name(k, self.env_patterns) and v
-                else self._mask_json_secrets(v)
-                for k, v in value.items()
-            }
+            out = {}
+            for k, v in value.items():
+                if isinstance(k, str) and is_secret_name(k, self.env_patterns) and v:
+                    if found is not None and isinstance(v, str):
+                        found.append(v)
+                    out[k] = REDACTED
+                else:
+                    out[k] = self._mask_json_secrets(v, found)
+            return out
         if isinstance(value, list):
-            return [self._mask_json_secrets(item) for item in value]
+            return [self._mask_json_secrets(item, found) for item in value]
         return value
 
-    def _mask_env_body(self, body: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _mask_env_body(
+        self, body: dict[str, Any] | None, found: list[str] | None = None
+    ) -> dict[str, Any] | None:
         if not body:
             return body
         if "json" in body:
-            return {"json": self._mask_json_secrets(body["json"])}
+            return {"json": self._mask_json_secrets(body["json"], found)}
         if "text" in body:
             text = str(body["text"])
             env = parse_env_text(text)
+            if found is not None:
+                found.extend(
+                    v for k, v in env.items() if is_secret_name(k, self.env_patterns) and v
+                )
             if any(is_secret_name(k, self.env_patterns) and v for k, v in env.items()):
                 masked = {
                     k: REDACTED if is_secret_name(k, self.env_patterns) and v else v
@@ -152,7 +192,12 @@ class Redactor:
         item = copy.deepcopy(interaction)
         item["request"] = self.request_view(item["request"])
         response = item["response"]
-        response["headers"] = self._scrub_headers(dict(response.get("headers", {})))
+        response["headers"] = {
+            name: values
+            for name, values in self._scrub_headers(dict(response.get("headers", {}))).items()
+            if name.lower() not in VOLATILE_HEADERS
+            and not name.lower().startswith(VOLATILE_PREFIXES)
+        }
         response["body"] = self._scrub_body(response.get("body"))
         if _ENV_PATH.search(urlsplit(item["request"]["uri"]).path):
             response["body"] = self._mask_env_body(response["body"])

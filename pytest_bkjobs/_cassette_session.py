@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shlex
 import ssl
 import threading
 from collections.abc import Callable
@@ -42,7 +43,7 @@ from ._cassette_match import DEFAULT_MATCH_ON, differences
 from ._cassette_redact import Redactor, tidy_interaction
 from ._config import DEFAULT_BASE_URL
 
-__all__ = ["MODES", "CassetteRouter", "CassetteSession", "SessionOptions"]
+__all__ = ["MODES", "CassetteRouter", "CassetteSession", "SessionOptions", "shared_ssl_context"]
 
 _ORG_RE = re.compile(r"/organizations/([^/?#]+)")
 _HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
@@ -123,11 +124,27 @@ class CassetteSession:
             self.recorded = list(data["interactions"])
             self.base_url = data.get("base_url")
             self.org = data.get("org") or _org_of(self.recorded)
+            self._hint_recorded_url()
         self.played = [False] * len(self.recorded)
         self.repeats = 0
         self.router: Any = None  # the CassetteRouter, set by whoever starts it
         self._transports: dict[str | None, httpx.HTTPTransport] = {}
         self._lock = threading.Lock()
+
+    def _hint_recorded_url(self) -> None:
+        """Re-record against the server the file came from (a fake), unless told otherwise."""
+        recorded = _strip_path(str(self.base_url or ""))
+        hint = self.options.rerecord
+        if (
+            recorded.startswith(("http://", "https://"))
+            and recorded not in (DEFAULT_BASE_URL, _strip_path(self.options.api_url))
+            and "--bk-api-url" not in hint
+            and hint.startswith("pytest --bk-record")
+        ):
+            flag = f" --bk-api-url {shlex.quote(recorded)}"
+            self.options.rerecord = hint.replace("--bk-record", "--bk-record" + flag, 1) + (
+                f"  (recorded against {recorded}; drop --bk-api-url to record the real API)"
+            )
 
     def close(self) -> None:
         """Close the connections opened to record."""
@@ -356,7 +373,10 @@ class CassetteSession:
         redactor = self.options.redactor
         kept = self.recorded if self.mode == "new_episodes" else []
         out: list[Interaction] = []
-        for item in [*kept, *self.new]:
+        items = [*kept, *self.new]
+        for item in items:  # every secret of the cassette is known before anything is written
+            redactor.learn(item)
+        for item in items:
             clean = redactor.apply(item)
             if scrub is not None:
                 try:
@@ -384,9 +404,12 @@ def _proxy_for(url: str) -> str | None:
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """Building one costs tens of milliseconds: share it between recording transports."""
+def shared_ssl_context() -> ssl.SSLContext:
+    """Building one costs tens of milliseconds: share it between transports (httpx's default)."""
     return httpx.create_ssl_context()
+
+
+_ssl_context = shared_ssl_context
 
 
 def _response_from(message: dict[str, Any], method: str) -> httpx.Response:

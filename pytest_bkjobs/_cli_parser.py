@@ -185,4 +185,5 @@ def build_parser() -> argparse.ArgumentParser:
     convert = tools.add_parser("convert", help="convert a Ruby VCR cassette to ours")
     convert.add_argument("src", metavar="SRC")
     convert.add_argument("-o", "--output", metavar="DEST")
+    convert.add_argument("--force", action="store_true", help="replace an existing DEST")
     return parser

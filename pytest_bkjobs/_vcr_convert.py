@@ -150,7 +150,10 @@ def convert_vcr_yaml(text: str) -> dict[str, Any]:
             " 'interactions' (vcrpy)"
         )
     redactor = Redactor()
-    interactions = [redactor.apply(_interaction(item, i)) for i, item in enumerate(raw)]
+    parsed = [_interaction(item, i) for i, item in enumerate(raw)]
+    for item in parsed:  # every secret of the cassette is known before anything is written
+        redactor.learn(item)
+    interactions = [redactor.apply(item) for item in parsed]
     out: dict[str, Any] = {"version": CASSETTE_VERSION, "interactions": interactions}
     if interactions:
         first = urlsplit(interactions[0]["request"]["uri"])
@@ -165,8 +168,13 @@ def convert_vcr_yaml(text: str) -> dict[str, Any]:
     return out
 
 
-def convert_file(src: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None) -> Path:
-    """Convert ``src`` into ``dest`` (default: ``src`` with ``.json``), atomically; return it."""
+def convert_file(
+    src: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, *, force: bool = False
+) -> Path:
+    """Convert ``src`` into ``dest`` (default: ``src`` with ``.json``), atomically; return it.
+
+    An existing ``dest`` is replaced only with ``force``; a ``.yml``/``.yaml`` ``dest`` is refused.
+    """
     source = Path(src)
     if not source.is_file():
         raise InvalidArgumentError(f"{source} is not a file; give the path of a YAML cassette")
@@ -174,6 +182,16 @@ def convert_file(src: str | os.PathLike[str], dest: str | os.PathLike[str] | Non
     if target.resolve() == source.resolve():
         raise InvalidArgumentError(
             f"the destination {target} is the source itself; give another path with -o"
+        )
+    if target.suffix.lower() in (".yml", ".yaml"):
+        raise InvalidArgumentError(
+            f"the destination {target} ends in {target.suffix} but a converted cassette is JSON;"
+            " give a path ending in .json with -o"
+        )
+    if target.exists() and not force:
+        raise InvalidArgumentError(
+            f"the destination {target} already exists; give another path with -o, or --force"
+            " to replace it"
         )
     try:
         text = source.read_text(encoding="utf-8")

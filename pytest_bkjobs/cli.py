@@ -555,7 +555,7 @@ def cmd_cassette(args: argparse.Namespace, where: Where, state: _State) -> int:
             "cassette conversion is not available in this version of pytest-bkjobs"
             " (pytest_bkjobs._vcr_convert is missing); upgrade pytest-bkjobs"
         ) from None
-    dest = convert_file(args.src, args.output)
+    dest = convert_file(args.src, args.output, force=args.force)
     if args.json:
         print_json({"source": args.src, "destination": str(dest)})
     else:

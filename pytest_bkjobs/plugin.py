@@ -2,12 +2,14 @@
 
 Loaded in every pytest run of every project that installs pytest-bkjobs, so this module imports
 only pytest and the standard library; httpx, respx and the client load when a fixture needs them.
+(respx's own ``pytest11`` plugin, ``respx.plugin``, imports respx and httpx in every run: that is
+respx's entry point, not ours; ``-p no:respx`` leaves it out.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import shlex
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +248,7 @@ def _start(request: pytest.FixtureRequest) -> CassetteSession:
     item, config = request.node, request.config
     clash = item.stash.get(CLASH_KEY, None)
     if clash is not None:
+        item.stash[SUMMARY_KEY] = {"outcome": "failed"}
         pytest.fail(clash, pytrace=False)
     settings = config.stash[SETTINGS]
     options = _marker_options(item)
@@ -257,6 +260,9 @@ def _start(request: pytest.FixtureRequest) -> CassetteSession:
     item.stash[PATH_KEY] = path  # also marks the test as one using a cassette
     environ = _environ()
     api_url = settings.api_url or environ.get(URL_VAR, "").strip() or DEFAULT_BASE_URL
+    rerecord = "pytest --bk-record"
+    if settings.api_url:  # the hint must record against the same server as this run
+        rerecord += f" --bk-api-url {shlex.quote(settings.api_url)}"
     session_options = SessionOptions(
         path=path,
         test_id=item.nodeid,
@@ -267,12 +273,13 @@ def _start(request: pytest.FixtureRequest) -> CassetteSession:
         match_on=options.match_on or DEFAULT_MATCH_ON,
         redactor=redactor_for(environ.get(TOKEN_VAR), settings.redact_env),
         display_path=_display(config, path),
-        rerecord=f"pytest --bk-record '{item.nodeid}'",
+        rerecord=f"{rerecord} '{item.nodeid}'",
     )
     try:
         return CassetteSession(session_options)
     except CassetteError as exc:
         problem = str(exc)
+    item.stash[SUMMARY_KEY] = {"path": session_options.display_path, "outcome": "failed"}
     pytest.fail(f"bkjobs: {problem}", pytrace=False)  # outside ``except``: no chained traceback
 
 
@@ -353,6 +360,7 @@ def _finish(request: pytest.FixtureRequest, session: CassetteSession) -> None:
             f"If the test no longer makes these requests, re-record: {session.options.rerecord}"
         )
         lines.append("or opt out: @pytest.mark.bk_cassette(assert_all_played=False)")
+        summary["outcome"] = "failed"
         pytest.fail("\n".join(lines), pytrace=False)
 
 
@@ -413,6 +421,21 @@ def _client_kwargs(session: CassetteSession) -> dict[str, Any]:
     return {"token": token, "org": org, "base_url": session.options.api_url}
 
 
+def _replay_transport(*, asynchronous: bool) -> Any:
+    """An httpx transport sharing one SSL context: a default one costs tens of ms per client.
+
+    Replay connects nowhere (respx answers at this transport), so the cached default context is
+    never used for a handshake; recording keeps httpx's own per-client setup.
+    """
+    import httpx
+
+    from ._cassette_session import shared_ssl_context
+
+    if asynchronous:
+        return httpx.AsyncHTTPTransport(verify=shared_ssl_context())
+    return httpx.HTTPTransport(verify=shared_ssl_context())
+
+
 def _no_sleep(delay: float) -> None:
     """Replayed rate limits need no real wait."""
 
@@ -429,6 +452,7 @@ def bk_client(bk_cassette: CassetteSession) -> Iterator[JobsClient]:
     kwargs = _client_kwargs(bk_cassette)
     if bk_cassette.replaying:
         kwargs["sleep"] = _no_sleep
+        kwargs["transport"] = _replay_transport(asynchronous=False)
     with JobsClient(**kwargs) as client:
         yield client
 
@@ -441,8 +465,11 @@ def bk_async_client(bk_cassette: CassetteSession) -> Iterator[AsyncJobsClient]:
     kwargs = _client_kwargs(bk_cassette)
     if bk_cassette.replaying:
         kwargs["sleep"] = _no_async_sleep
+        kwargs["transport"] = _replay_transport(asynchronous=True)
     client = AsyncJobsClient(**kwargs)
     yield client
+    import asyncio  # here, not at the top: loading the plugin must stay cheap
+
     with contextlib.suppress(RuntimeError):  # a loop is still running: it closes with it
         asyncio.run(client.aclose())
 

@@ -406,7 +406,7 @@ def test_unplayed_interactions_fail_unless_opted_out(pytester: pytest.Pytester) 
             "  #2 GET */organizations/acme/jobs/j-1",
             "If the test no longer makes these requests, re-record: pytest --bk-record*",
             "or opt out: @pytest.mark.bk_cassette(assert_all_played=False)",
-            "bkjobs: cassettes 2 replayed; 3 interaction(s) unused",
+            "bkjobs: cassettes 1 replayed, 1 with errors; 3 interaction(s) unused",
         ]
     )
 
