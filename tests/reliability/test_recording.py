@@ -32,7 +32,7 @@ QUICK = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
 RUNS = 5
 JOBS = 60
 FAULT_RATE = 0.25
-SLOW_RATE = 0.15
+SLOW_RATE = 0.1
 
 INNER = """
 import pytest
