@@ -146,7 +146,9 @@ class _BaseClient:
         self._headers = {"User-Agent": user_agent or _user_agent()}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(org={self.org!r}, base_url={self.base_url!r})"
+        # getattr: a traceback may show a client whose constructor failed half-way.
+        org, base_url = getattr(self, "org", None), getattr(self, "base_url", None)
+        return f"{type(self).__name__}(org={org!r}, base_url={base_url!r})"
 
     def _url(self, call: ep.Call[Any]) -> httpx.URL:
         if not call.absolute:

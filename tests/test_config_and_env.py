@@ -78,6 +78,11 @@ def test_constructor_validation(kwargs: dict[str, object], message: str):
         JobsClient(**kwargs)  # type: ignore[arg-type]
 
 
+def test_repr_of_a_half_built_client():
+    client = JobsClient.__new__(JobsClient)
+    assert repr(client) == "JobsClient(org=None, base_url=None)"
+
+
 def test_constructor_arguments_are_keyword_only():
     with pytest.raises(TypeError):
         JobsClient(TOKEN, "acme")  # type: ignore[misc]
