@@ -36,7 +36,13 @@ def merged_environ(
     if dotenv_path is not None and Path(dotenv_path).is_file():
         from dotenv import dotenv_values
 
-        values = dotenv_values(dotenv_path, interpolate=False)
+        try:
+            values = dotenv_values(dotenv_path, interpolate=False, encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ConfigurationError(
+                f"cannot read {os.fspath(dotenv_path)}: {exc}; it must be a UTF-8 text file"
+                " of KEY=value lines"
+            ) from None
         merged.update({k: v for k, v in values.items() if v is not None})
     # An empty variable in the environment does not hide a value from .env.
     merged.update({k: v for k, v in (os.environ if environ is None else environ).items() if v})

@@ -114,11 +114,11 @@ def parse_time(value: Any) -> datetime | None:
         return None
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     tz = timezone.utc
-    if zone and zone[0] in "+-":
-        digits = zone[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-        tz = timezone(offset if zone[0] == "+" else -offset)
     try:
+        if zone and zone[0] in "+-":
+            digits = zone[1:].replace(":", "")
+            offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+            tz = timezone(offset if zone[0] == "+" else -offset)  # |offset| >= 24h: ValueError
         return datetime(
             int(year),
             int(month),
@@ -129,7 +129,7 @@ def parse_time(value: Any) -> datetime | None:
             int((fraction or "0")[:6].ljust(6, "0")),
             tzinfo=tz,
         )
-    except ValueError:  # e.g. month 13
+    except ValueError:  # month 13, an offset of a day or more
         return None
 
 
