@@ -23,6 +23,43 @@ __all__ = [
 ]
 
 
+_STR_FIELDS = (
+    "type",
+    "name",
+    "label",
+    "graphql_id",
+    "step_key",
+    "group_key",
+    "command",
+    "signal",
+    "signal_reason",
+    "artifact_paths",
+    "build_url",
+    "web_url",
+    "log_url",
+    "raw_log_url",
+    "artifacts_url",
+    "retried_in_job_id",
+    "retry_type",
+    "cluster_id",
+    "cluster_url",
+    "cluster_queue_id",
+    "cluster_queue_url",
+    "unblock_url",
+)
+_TIME_FIELDS = (
+    "created_at",
+    "scheduled_at",
+    "runnable_at",
+    "started_at",
+    "finished_at",
+    "expired_at",
+    "unblocked_at",
+)
+_INT_FIELDS = ("exit_status", "retries_count", "parallel_group_index", "parallel_group_total")
+_DICT_FIELDS = ("matrix", "agent", "triggered_build")
+
+
 class JobState(str, enum.Enum):
     """A job's state as the REST API reports it; ``UNKNOWN`` stands for any newer value."""
 
@@ -109,6 +146,14 @@ def parse_time(value: Any) -> datetime | None:
     """Parse ISO-8601 or the legacy ``2015-04-23 16:55:52 UTC`` form to an aware datetime."""
     if not isinstance(value, str):
         return None
+    # Fast path for what Buildkite sends today ("2015-05-09T21:05:59.874Z"): a listing parses
+    # seven timestamps a job, and the regex below costs three times as much. These three
+    # shapes parse the same on every supported Python.
+    if len(value) in (20, 24, 27) and value[-1] == "Z" and value[10] == "T":
+        try:
+            return datetime.fromisoformat(value[:-1] + "+00:00")
+        except ValueError:
+            pass
     match = _TIME.match(value.strip())
     if not match:
         return None
@@ -165,9 +210,7 @@ def parse_int(value: Any) -> int | None:
 
 
 def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
+    if value is None or type(value) is str:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
@@ -175,6 +218,8 @@ def _str(value: Any) -> str | None:
 
 
 def _dict(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
     return dict(value) if isinstance(value, Mapping) else None
 
 
@@ -305,67 +350,38 @@ class Job:
             raise InvalidResponseError(
                 f"expected a job object, got {type(data).__name__}", body=data
             )
-        job_id = _str(data.get("id"))
+        get = data.get
+        job_id = _str(get("id"))
         if not job_id:
             raise InvalidResponseError("job object has no 'id'", body=dict(data))
-        step = data.get("step")
-        priority = data.get("priority")
-        rules = data.get("agent_query_rules")
+        # Field groups by kind, parsed in comprehensions: listings parse thousands of jobs.
+        fields: dict[str, Any] = {name: _str(get(name)) for name in _STR_FIELDS}
+        fields.update({name: parse_time(get(name)) for name in _TIME_FIELDS})
+        fields.update({name: parse_int(get(name)) for name in _INT_FIELDS})
+        fields.update({name: _dict(get(name)) for name in _DICT_FIELDS})
+        step = get("step")
+        priority = get("priority")
+        rules = get("agent_query_rules")
         return cls(
             id=job_id,
-            type=_str(data.get("type")),
-            state=parse_state(data.get("state")),
-            name=_str(data.get("name")),
-            label=_str(data.get("label")),
-            graphql_id=_str(data.get("graphql_id")),
-            step_key=_str(data.get("step_key")),
-            group_key=_str(data.get("group_key")),
+            state=parse_state(get("state")),
             step_id=_str(step.get("id")) if isinstance(step, Mapping) else None,
+            step_signature=_dict(step.get("signature")) if isinstance(step, Mapping) else None,
             priority=parse_int(priority.get("number"))
             if isinstance(priority, Mapping)
             else parse_int(priority),
             agent_query_rules=tuple(str(r) for r in rules)
             if isinstance(rules, Sequence) and not isinstance(rules, str)
             else (),
-            command=_str(data.get("command")),
-            soft_failed=parse_bool(data.get("soft_failed")),
-            exit_status=parse_int(data.get("exit_status")),
-            signal=_str(data.get("signal")),
-            signal_reason=_str(data.get("signal_reason")),
-            artifact_paths=_str(data.get("artifact_paths")),
-            build_url=_str(data.get("build_url")),
-            web_url=_str(data.get("web_url")),
-            log_url=_str(data.get("log_url")),
-            raw_log_url=_str(data.get("raw_log_url")),
-            artifacts_url=_str(data.get("artifacts_url")),
-            created_at=parse_time(data.get("created_at")),
-            scheduled_at=parse_time(data.get("scheduled_at")),
-            runnable_at=parse_time(data.get("runnable_at")),
-            started_at=parse_time(data.get("started_at")),
-            finished_at=parse_time(data.get("finished_at")),
-            expired_at=parse_time(data.get("expired_at")),
-            retried=bool(parse_bool(data.get("retried"))),
-            retried_in_job_id=_str(data.get("retried_in_job_id")),
-            retries_count=parse_int(data.get("retries_count")),
-            retry_type=_str(data.get("retry_type")),
-            retry_source=RetrySource.from_api(data.get("retry_source")),
-            retried_by=User.from_api(data.get("retried_by")),
-            parallel_group_index=parse_int(data.get("parallel_group_index")),
-            parallel_group_total=parse_int(data.get("parallel_group_total")),
-            matrix=_dict(data.get("matrix")),
-            agent=_dict(data.get("agent")),
-            cluster_id=_str(data.get("cluster_id")),
-            cluster_url=_str(data.get("cluster_url")),
-            cluster_queue_id=_str(data.get("cluster_queue_id")),
-            cluster_queue_url=_str(data.get("cluster_queue_url")),
-            step_signature=_dict(step.get("signature")) if isinstance(step, Mapping) else None,
-            unblocked_by=User.from_api(data.get("unblocked_by")),
-            unblocked_at=parse_time(data.get("unblocked_at")),
-            unblockable=parse_bool(data.get("unblockable")),
-            unblock_url=_str(data.get("unblock_url")),
-            triggered_build=_dict(data.get("triggered_build")),
-            is_async=parse_bool(data.get("async")),
+            soft_failed=parse_bool(get("soft_failed")),
+            retried=bool(parse_bool(get("retried"))),
+            retry_source=RetrySource.from_api(get("retry_source")),
+            retried_by=User.from_api(get("retried_by")),
+            unblocked_by=User.from_api(get("unblocked_by")),
+            unblockable=parse_bool(get("unblockable")),
+            is_async=parse_bool(get("async")),
             raw=dict(data),
+            **fields,
         )
 
 
