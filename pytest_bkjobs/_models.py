@@ -362,7 +362,7 @@ class Job:
         step = get("step")
         priority = get("priority")
         rules = get("agent_query_rules")
-        return cls(
+        fields.update(
             id=job_id,
             state=parse_state(get("state")),
             step_id=_str(step.get("id")) if isinstance(step, Mapping) else None,
@@ -381,8 +381,12 @@ class Job:
             unblockable=parse_bool(get("unblockable")),
             is_async=parse_bool(get("async")),
             raw=dict(data),
-            **fields,
         )
+        # A frozen dataclass's __init__ sets ~50 fields one object.__setattr__ at a time, a
+        # third of the parse; every field is given here, so fill __dict__ directly.
+        job = object.__new__(cls)
+        job.__dict__.update(fields)
+        return job
 
 
 @dataclass(frozen=True)

@@ -221,3 +221,13 @@ def test_jobs_page_accepts_a_bare_list_and_rejects_other_shapes():
     assert JobsPage.from_api([{"id": "a"}]).items[0].id == "a"
     with pytest.raises(InvalidResponseError, match="expected {'items'"):
         JobsPage.from_api({"jobs": []})
+
+
+def test_from_api_sets_every_field_and_equals_the_constructor():
+    # from_api fills __dict__ directly for speed: it must still set exactly the dataclass fields.
+    import dataclasses
+
+    job = Job.from_api({"id": "x"})
+    assert set(job.__dict__) == {f.name for f in dataclasses.fields(Job)}
+    assert job == Job(id="x")
+    assert repr(job) == repr(Job(id="x"))
