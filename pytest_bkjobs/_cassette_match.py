@@ -6,17 +6,30 @@ import difflib
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ._cassette import body_bytes
 
-__all__ = ["DEFAULT_MATCH_ON", "MATCHERS", "check_match_on", "differences"]
+__all__ = [
+    "DEFAULT_MATCH_ON",
+    "KEY_MATCHERS",
+    "MATCHERS",
+    "ParsedRequest",
+    "check_match_on",
+    "differences",
+    "index_key",
+    "matches",
+    "parse_request",
+]
 
 MATCHERS = ("method", "scheme", "host", "port", "path", "query", "accept", "range", "body")
 #: The log and env endpoints answer JSON, text or a byte range of one URL: Accept and Range count.
 DEFAULT_MATCH_ON: tuple[str, ...] = ("method", "path", "query", "accept", "range", "body")
 _BODY_METHODS = frozenset({"PUT", "POST", "PATCH"})
+#: Matchers that compare one value for equality: they make up the replay index's key.
+KEY_MATCHERS = ("method", "scheme", "host", "port", "path")
 
 
 def check_match_on(value: object) -> tuple[str, ...]:
@@ -142,3 +155,58 @@ def differences(
     if "body" in match_on and am in _BODY_METHODS:
         out.extend(_body_differences(recorded.get("body"), actual.get("body")))
     return out
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """A request message parsed once for matching: what ``differences`` compares, ready."""
+
+    method: str
+    scheme: str
+    host: str | None
+    port: int | None
+    path: str
+    query: Counter[tuple[str, str]]
+    accept: frozenset[str]
+    range: str
+    body: Any
+
+
+def parse_request(message: dict[str, Any]) -> ParsedRequest:
+    """Parse a request message (recorded or live) once, for any number of ``matches`` calls."""
+    uri = str(message["uri"])
+    parts = urlsplit(uri)
+    return ParsedRequest(
+        method=str(message["method"]).upper(),
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=parts.port,
+        path=parts.path,
+        query=Counter(parse_qsl(parts.query, keep_blank_values=True)),
+        accept=_media_types(_header(message, "accept")),
+        range=(_header(message, "range") or "").strip(),
+        body=_body_value(message.get("body")),
+    )
+
+
+def index_key(request: ParsedRequest, match_on: Sequence[str]) -> tuple[object, ...]:
+    """The values of the equality matchers in ``match_on``: equal keys are needed to match."""
+    return tuple(getattr(request, name) for name in KEY_MATCHERS if name in match_on)
+
+
+def matches(recorded: ParsedRequest, actual: ParsedRequest, match_on: Sequence[str]) -> bool:
+    """True when ``differences`` would find nothing; stops at the first difference."""
+    for name in KEY_MATCHERS:
+        if name in match_on and getattr(recorded, name) != getattr(actual, name):
+            return False
+    if "query" in match_on and recorded.query != actual.query:
+        return False
+    # A recording without an Accept header (or with */*) accepts any, as in ``differences``.
+    accept = recorded.accept and actual.accept
+    if "accept" in match_on and accept and actual.accept != recorded.accept:
+        return False
+    if "range" in match_on and recorded.range != actual.range:
+        return False
+    return not (
+        "body" in match_on and actual.method in _BODY_METHODS and recorded.body != actual.body
+    )

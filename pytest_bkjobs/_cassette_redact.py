@@ -78,6 +78,9 @@ class Redactor:
 
     secrets: set[str] = field(default_factory=set)
     env_patterns: tuple[str, ...] = ()
+    _pairs: tuple[frozenset[str], list[tuple[str, str]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def add_secret(self, value: str | None, min_len: int = _MIN_SECRET_LEN) -> None:
         """Replace this value (and its URL-quoted form) wherever it appears."""
@@ -102,12 +105,16 @@ class Redactor:
             self.add_secret(value, _MIN_MASKED_LEN)
 
     def _replacements(self) -> list[tuple[str, str]]:
+        # Every replayed request is scrubbed: build the list again only when a secret is added.
+        if self._pairs is not None and self._pairs[0] == self.secrets:
+            return self._pairs[1]
         pairs: list[tuple[str, str]] = []
         for secret in sorted(self.secrets, key=len, reverse=True):
             pairs.append((secret, REDACTED))
             quoted = quote(secret, safe="")
             if quoted != secret:
                 pairs.append((quoted, quote(REDACTED, safe="")))
+        self._pairs = (frozenset(self.secrets), pairs)
         return pairs
 
     def scrub_text(self, text: str) -> str:

@@ -39,7 +39,15 @@ from ._cassette import (
     headers_dict,
     load_cassette,
 )
-from ._cassette_match import DEFAULT_MATCH_ON, differences
+from ._cassette_match import (
+    DEFAULT_MATCH_ON,
+    KEY_MATCHERS,
+    ParsedRequest,
+    differences,
+    index_key,
+    matches,
+    parse_request,
+)
 from ._cassette_redact import Redactor, tidy_interaction
 from ._config import DEFAULT_BASE_URL
 
@@ -127,6 +135,12 @@ class CassetteSession:
             self._hint_recorded_url()
         self.played = [False] * len(self.recorded)
         self.repeats = 0
+        # Built on the first lookup: recorded requests parsed once, grouped by index key.
+        self._parsed: list[ParsedRequest] = []
+        self._buckets: dict[tuple[object, ...], list[int]] | None = None
+        self._first: dict[tuple[object, ...], int] = {}  # bucket position of the first unplayed
+        self._responses: dict[tuple[int, bool], _Answer] = {}
+        self._origins: tuple[tuple[str, str | None], list[str], frozenset[str]] | None = None
         self.router: Any = None  # the CassetteRouter, set by whoever starts it
         self._transports: dict[str | None, httpx.HTTPTransport] = {}
         self._lock = threading.Lock()
@@ -179,25 +193,37 @@ class CassetteSession:
 
     # -- which requests are ours ----------------------------------------------------------------
 
+    def _known(self) -> tuple[list[str], frozenset[str]]:
+        """Base URL prefixes (longest first) and their origins, computed once per setting."""
+        settings = (self.options.api_url, self.base_url)
+        if self._origins is None or self._origins[0] != settings:
+            found = {_strip_path(self.options.api_url), DEFAULT_BASE_URL}
+            if self.base_url:
+                found.add(_strip_path(self.base_url))
+            prefixes = sorted(found, key=len, reverse=True)
+            self._origins = (settings, prefixes, frozenset(_origin(p) for p in prefixes))
+        return self._origins[1], self._origins[2]
+
     def _prefixes(self) -> list[str]:
-        found = {_strip_path(self.options.api_url), DEFAULT_BASE_URL}
-        if self.base_url:
-            found.add(_strip_path(self.base_url))
-        return sorted(found, key=len, reverse=True)
+        return self._known()[0]
 
     def owns(self, request: httpx.Request) -> bool:
         """True for requests to the API's origin (configured, default, or recorded base URL)."""
-        return _origin(str(request.url)) in {_origin(p) for p in self._prefixes()}
+        return _origin(str(request.url)) in self._known()[1]
+
+    def _bases(self, url: str) -> tuple[str, str]:
+        """The request's own base URL, and the one it is sent to when recording."""
+        api = _strip_path(self.options.api_url)
+        for prefix in self._prefixes():
+            if url == prefix or url.startswith((prefix + "/", prefix + "?")):
+                return prefix, api
+        return _origin(url), _origin(api)
 
     def _target(self, request: httpx.Request) -> str:
         """Where a recorded request goes: the same path under the API URL we record against."""
         url = str(request.url)
-        api = _strip_path(self.options.api_url)
-        for prefix in self._prefixes():
-            if url == prefix or url.startswith((prefix + "/", prefix + "?")):
-                return api + url[len(prefix) :]
-        origin = _origin(url)
-        return _origin(api) + url[len(origin) :]
+        own, api = self._bases(url)
+        return api + url[len(own) :]
 
     # -- answering ------------------------------------------------------------------------------
 
@@ -205,26 +231,42 @@ class CassetteSession:
         self.errors.append(error)
         return error
 
-    def _lookup(self, live: dict[str, Any]) -> Interaction | None:
-        """The next unplayed match; None if the request should be recorded instead."""
+    def _index(self) -> dict[tuple[object, ...], list[int]]:
+        """Recorded requests by the values of the equality matchers, each list in file order."""
+        if self._buckets is None:
+            match_on = self.options.match_on
+            self._parsed = [parse_request(item["request"]) for item in self.recorded]
+            buckets: dict[tuple[object, ...], list[int]] = {}
+            for i, parsed in enumerate(self._parsed):
+                buckets.setdefault(index_key(parsed, match_on), []).append(i)
+            self._buckets = buckets
+        return self._buckets
+
+    def _lookup(self, live: dict[str, Any]) -> int | None:
+        """The index of the next unplayed match; None if the request should be recorded."""
         __tracebackhide__ = True
         match_on = self.options.match_on
-        matches = [
-            i
-            for i, item in enumerate(self.recorded)
-            if not differences(item["request"], live, match_on)
-        ]
-        for i in matches:
-            if not self.played[i]:
-                self.played[i] = True
-                return self.recorded[i]
+        rest = tuple(name for name in match_on if name not in KEY_MATCHERS)
+        request = parse_request(live)
+        key = index_key(request, match_on)
+        bucket = self._index().get(key, [])
+        played, parsed = self.played, self._parsed
+        first = self._first.get(key, 0)
+        while first < len(bucket) and played[bucket[first]]:
+            first += 1  # played ones never come back: skip them for good
+        self._first[key] = first
+        for i in bucket[first:]:
+            if not played[i] and matches(parsed[i], request, rest):
+                played[i] = True
+                return i
         if self.recording:
             return None
-        if matches and self.options.allow_playback_repeats:
+        found = [i for i in bucket if matches(parsed[i], request, rest)]
+        if found and self.options.allow_playback_repeats:
             self.repeats += 1
-            return self.recorded[matches[-1]]
-        if matches:
-            raise self._fail(CassetteExhaustedError(self._exhausted_message(live, len(matches))))
+            return found[-1]
+        if found:
+            raise self._fail(CassetteExhaustedError(self._exhausted_message(live, len(found))))
         raise self._fail(CassetteMissError(self._miss_message(live)))
 
     def _describe(self, message: dict[str, Any]) -> str:
@@ -278,10 +320,15 @@ class CassetteSession:
         request.read()
         with self._lock:  # code under test may send from several threads
             live = self.options.redactor.request_view(_message_from_request(request))
-            item = self._lookup(live)
-        if item is None:
-            return None, live
-        return _response_from(item["response"], request.method), live
+            index = self._lookup(live)
+            if index is None:
+                return None, live
+            head = request.method.upper() == "HEAD"
+            answer = self._responses.get((index, head))
+            if answer is None:
+                answer = _answer_from(self.recorded[index]["response"], head)
+                self._responses[index, head] = answer
+        return answer.response(), live
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         """Answer a request from a sync client."""
@@ -326,8 +373,14 @@ class CassetteSession:
         headers = [
             (k, v) for k, v in request.headers.multi_items() if k.lower() not in _HOP_HEADERS
         ]
+        # The client's timeout travels in the extensions: without it the API could hang the test.
+        extensions = {k: v for k, v in request.extensions.items() if k == "timeout"}
         return httpx.Request(
-            request.method, self._target(request), headers=headers, content=request.content
+            request.method,
+            self._target(request),
+            headers=headers,
+            content=request.content,
+            extensions=extensions,
         )
 
     def _keep(
@@ -339,6 +392,13 @@ class CassetteSession:
             for k, v in answer.headers.multi_items()
             if k.lower() not in ("content-encoding", "transfer-encoding", "content-length")
         ]
+        own, api = self._bases(str(original.url))
+        if own != api:
+            # Recorded through another server (a fake): its absolute links (``links.next``,
+            # ``Link``) must point back at the base URL the client asked for, or a client that
+            # refuses links to other origins stops at the first page, now and on replay.
+            content = content.replace(api.encode(), own.encode())
+            headers = [(k, v.replace(api, own)) for k, v in headers]
         if original.method.upper() == "HEAD" and "content-length" in answer.headers:
             headers.append(("content-length", answer.headers["content-length"]))
         request_message = _message_from_request(original, uri=str(forward.url))
@@ -412,26 +472,39 @@ def shared_ssl_context() -> ssl.SSLContext:
 _ssl_context = shared_ssl_context
 
 
-def _response_from(message: dict[str, Any], method: str) -> httpx.Response:
-    """Build the replayed answer; its ``Content-Length`` matches the bytes (HEAD keeps its own)."""
+@dataclass(frozen=True)
+class _Answer:
+    """A recorded response ready to replay: its body is encoded once, not on every request."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    content: bytes
+    extensions: dict[str, Any]
+
+    def response(self) -> httpx.Response:
+        return httpx.Response(
+            self.status,
+            headers=self.headers,
+            content=self.content,
+            extensions=dict(self.extensions),
+        )
+
+
+def _answer_from(message: dict[str, Any], head: bool) -> _Answer:
+    """The replayed answer; its ``Content-Length`` matches the bytes (HEAD keeps its own)."""
     headers = [
         (name, value)
         for name, values in message.get("headers", {}).items()
         for value in values
         if name not in ("content-length", "content-encoding", "transfer-encoding")
-        or (name == "content-length" and method.upper() == "HEAD")
+        or (name == "content-length" and head)
     ]
     extensions: dict[str, Any] = {}
     if message.get("http_version"):
         extensions["http_version"] = str(message["http_version"]).encode()
     if message.get("reason"):
         extensions["reason_phrase"] = str(message["reason"]).encode()
-    return httpx.Response(
-        int(message["status"]),
-        headers=headers,
-        content=body_bytes(message.get("body")),
-        extensions=extensions,
-    )
+    return _Answer(int(message["status"]), headers, body_bytes(message.get("body")), extensions)
 
 
 class CassetteRouter(respx.MockRouter):

@@ -399,26 +399,35 @@ def bk_router(bk_cassette: CassetteSession) -> CassetteRouter:
     return router
 
 
-def _client_kwargs(session: CassetteSession) -> dict[str, Any]:
-    from ._config import ORG_VAR, TOKEN_VAR
+class _ClientKwargs(dict[str, Any]):
+    """A client's keyword arguments; ``repr`` hides the token (``--showlocals`` shows locals)."""
 
-    environ = _environ()
+    def __repr__(self) -> str:
+        return repr({k: "***" if k == "token" else v for k, v in self.items()})
+
+
+def _client_kwargs(session: CassetteSession) -> _ClientKwargs:
+    from ._config import ORG_VAR, TOKEN_VAR, masked
+
+    environ: dict[str, str] = masked(_environ()) or {}
     org = environ.get(ORG_VAR, "").strip() or session.org
     if session.replaying:
-        return {
-            "token": _REPLAY_TOKEN,
-            "org": session.org or org or "unknown-org",  # a cassette without requests
-            "base_url": session.base_url or session.options.api_url,
-        }
-    token = environ.get(TOKEN_VAR, "").strip()
-    if not token or not org:
-        missing = TOKEN_VAR if not token else ORG_VAR
+        return _ClientKwargs(
+            token=_REPLAY_TOKEN,
+            org=session.org or org or "unknown-org",  # a cassette without requests
+            base_url=session.base_url or session.options.api_url,
+        )
+    # No plain local holds the token: a failing fixture's frames are shown with their locals.
+    kwargs = _ClientKwargs(token=environ.get(TOKEN_VAR, "").strip(), org=org)
+    if not kwargs["token"] or not org:
+        missing = TOKEN_VAR if not kwargs["token"] else ORG_VAR
         pytest.fail(
             f"bkjobs: recording {session.options.test_id} needs {missing} in the environment or"
             f" .env (a REST API token and the organisation slug to record against)",
             pytrace=False,
         )
-    return {"token": token, "org": org, "base_url": session.options.api_url}
+    kwargs["base_url"] = session.options.api_url
+    return kwargs
 
 
 def _replay_transport(*, asynchronous: bool) -> Any:

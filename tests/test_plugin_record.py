@@ -431,3 +431,35 @@ def test_cassette_requested_at_run_time_is_written(
         pytester.runpytest(*QUICK, "--bk-record", "--bk-api-url", url).assert_outcomes(passed=1)
     assert list(cassettes(pytester)) == ["test_a.json"]
     pytester.runpytest(*QUICK).assert_outcomes(passed=1)
+
+
+CROSS_HOST = """
+from pytest_bkjobs import JobsClient
+
+
+def test_pages(bk_cassette):
+    # Code under test builds its own client for the real API while --bk-api-url is the fake.
+    with JobsClient.from_env(dotenv_path=None) as client:
+        page = client.list_jobs("app", {build!r}, per_page=2)
+        assert page.next_url.startswith("https://api.buildkite.com/v2/")
+        assert len(list(client.iter_jobs("app", {build!r}, per_page=2))) == 5
+"""
+
+
+def test_links_recorded_through_another_server_point_at_the_client_base_url(
+    pytester: pytest.Pytester, fake: FakeBuildkite
+) -> None:
+    build = fake.add_build("app")
+    for i in range(5):
+        fake.add_job("app", build, name=f"job {i}")
+    pytester.makepyfile(test_cross=CROSS_HOST.format(build=build))
+    with fake.serve() as url:
+        recorded = pytester.runpytest(*QUICK, "--bk-record", "--bk-api-url", url)
+    recorded.assert_outcomes(passed=1)
+    (text,) = cassettes(pytester).values()
+    responses = [i["response"] for i in json.loads(text)["interactions"]]
+    assert len(responses) == 4
+    served = url.split("/v2")[0]
+    assert all(served not in json.dumps(r) for r in responses)
+    assert "https://api.buildkite.com/v2/organizations/" in json.dumps(responses[0])
+    pytester.runpytest(*QUICK).assert_outcomes(passed=1)

@@ -276,11 +276,6 @@ def test_the_fake_never_shows_the_token(
     assert all(r.headers.get("authorization") in ("Bearer ***", None) for r in fake.requests)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when the bk_client/bk_async_client fixture cannot build its client, the"
-    " fixture's plain `kwargs` dict (with the token) is printed by --showlocals",
-)
 @pytest.mark.parametrize("fixture", ["bk_client", "bk_async_client"])
 def test_a_client_fixture_that_fails_never_shows_the_token(
     pytester: pytest.Pytester, token: str, monkeypatch: pytest.MonkeyPatch, fixture: str
