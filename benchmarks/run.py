@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "--replay-repeats",
         type=int,
         default=None,
-        help="runs of B1-B3 (default 3, quick 2); while replay is quadratic, 1 keeps a full run"
-        " near 10 minutes",
+        help="runs of B1-B3 (default 3, quick 2)",
     )
     parser.add_argument("--only", default="", help="comma-separated ids, e.g. B1,B6")
     parser.add_argument(
