@@ -225,10 +225,9 @@ def test_listing_recorded_against_the_fake_replays_for_a_client_of_the_real_api(
     monkeypatch.setenv("BUILDKITE_ORGANIZATION_SLUG", fake.org)
     with fake.serve() as url:
         recorded = pytester.runpytest_inprocess(*QUICK, "--bk-record", "--bk-api-url", url)
-    # Recording: the fake's links.next point at its own origin, which this client refuses.
+    # Recording rewrites the fake's links.next to the client's own base URL, so the client
+    # follows them while recording, and the cassette replays for a client of the real API.
     recorded.assert_outcomes(passed=1)
-    # README: "the host is not compared, so a cassette recorded against the fake replays for
-    # a client pointed at the real API". The first page does; its links.next does not.
     pytester.runpytest_inprocess(*QUICK).assert_outcomes(passed=1)
 
 
