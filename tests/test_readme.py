@@ -94,22 +94,8 @@ PYTHON = [b for b in BLOCKS if b.lang == "python"]
 SHELL = [b for b in BLOCKS if b.lang == "sh"]
 
 
-# Blocks of sections other helpers were still editing: the fix (a `def` under the decorator,
-# or a not-run comment) is theirs to make; strict, so the fix makes these fail until removed.
-_PENDING = ("@pytest.mark.bk_cassette(\n",)
-
-
 def _params(blocks: list[Block]) -> list[object]:
-    return [
-        pytest.param(
-            b,
-            id=f"line{b.line}",
-            marks=[pytest.mark.xfail(reason="the marker's signature is not valid Python yet")]
-            if b.code.startswith(_PENDING)
-            else [],
-        )
-        for b in blocks
-    ]
+    return [pytest.param(b, id=f"line{b.line}") for b in blocks]
 
 
 def test_the_readme_has_the_blocks_these_tests_check() -> None:
