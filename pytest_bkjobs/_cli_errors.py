@@ -112,7 +112,8 @@ def _short(message: str, limit: int = 120) -> str:
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
     """Replace each secret in ``text`` by ``***`` (a last guard: messages never hold one)."""
+    from ._client_base import scrub_secret
+
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        text = scrub_secret(text, secret)
     return text

@@ -62,6 +62,16 @@ class _Token:
         return "'***'"
 
 
+# Shorter "tokens" are placeholders (tests, the fake); scrubbing them would garble messages
+# ("Connec***ion refused" for a token "t"). Real API tokens are 40 characters.
+MIN_SCRUB_LENGTH = 6
+
+
+def scrub_secret(text: str, secret: str) -> str:
+    """Replace ``secret`` in ``text`` by ``***`` (placeholders shorter than 6 are left)."""
+    return text.replace(secret, "***") if len(secret) >= MIN_SCRUB_LENGTH else text
+
+
 def _check_token(token: _Token) -> None:
     value = token.reveal()
     if not value.strip():
@@ -200,7 +210,7 @@ class _BaseClient:
         self, exc: httpx.TransportError, request: httpx.Request
     ) -> APIConnectionError:
         cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
-        detail = str(exc).replace(self._token.reveal(), "***")
+        detail = scrub_secret(str(exc), self._token.reveal())
         what = "timed out" if cls is APITimeoutError else f"failed: {type(exc).__name__}: {detail}"
         note = ""
         if request.method == "PUT" and not isinstance(exc, NOT_SENT_ERRORS):

@@ -242,6 +242,14 @@ def test_token_is_scrubbed_from_transport_error_messages(make_client: ClientFact
     assert "***" in str(info.value)
 
 
+def test_a_placeholder_token_does_not_garble_messages(make_client: ClientFactory):
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused")
+
+    with pytest.raises(APIConnectionError, match="Connection refused"):
+        make_client(refused, token="t", max_retries=0).get_job("j1")
+
+
 def test_download_keeps_the_mode_of_an_existing_file(make_client: ClientFactory, tmp_path: Path):
     dest = tmp_path / "job.log"
     dest.write_bytes(b"old")
