@@ -30,6 +30,9 @@ def test_retry_failed_siblings(bk_fake: FakeBuildkite, bk_build_context: BuildCo
     assert all(bk_fake.retry_calls(o.job_id) == 1 for o in report.retried)
     assert bk_fake.retry_calls(bk_build_context.job_id) == 0
     assert "E2E 2/3" in report.to_markdown()  # for buildkite-agent annotate
+    sample = bk_fake.last_sample  # the build bk_build_context seeded, with every job by role
+    assert sample is not None
+    assert bk_fake.job(sample.job_ids["failed"])["retried"] is True
 
 
 def test_dry_run_sends_no_retry(bk_fake: FakeBuildkite, bk_build_context: BuildContext) -> None:

@@ -127,6 +127,7 @@ class FakeBuildkite:
         self._state = FakeState(org, self._clock, seed)
         self._backend = Backend(self._state, self._clock, sleep)
         self._backend.on_control_reset = self.reset
+        self._last_sample: SampleBuild | None = None
         self._bind_token()
 
     def __repr__(self) -> str:
@@ -152,6 +153,7 @@ class FakeBuildkite:
             self._backend.reset_traffic()
             self._backend.latency = 0.0
             self._backend.org_limit = self._backend.user_limit = None
+            self._last_sample = None
             self._bind_token()
 
     # -- users and tokens -----------------------------------------------------------------------
@@ -235,7 +237,13 @@ class FakeBuildkite:
     def sample_build(self, pipeline: str = "sample-app") -> SampleBuild:
         """Seed a realistic build with every kind of job; see ``SampleBuild.job_ids``."""
         with self._backend.lock:
-            return seed_sample(self._state, pipeline)
+            self._last_sample = seed_sample(self._state, pipeline)
+            return self._last_sample
+
+    @property
+    def last_sample(self) -> SampleBuild | None:
+        """The build the latest ``sample_build()`` seeded (``bk_build_context`` seeds one)."""
+        return self._last_sample
 
     def update_job(self, job_id: str, **job_fields: Any) -> None:
         """Overwrite JSON fields of a job (``log``, ``env`` and the other keywords too).

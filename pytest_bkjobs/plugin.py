@@ -501,13 +501,14 @@ def bk_fake() -> FakeBuildkite:
 @pytest.fixture
 def bk_build_context(request: pytest.FixtureRequest) -> BuildContext:
     """A ``BuildContext``: of ``bk_fake``'s sample build when the test uses ``bk_fake``
-    (seeded on demand), else of the ``BUILDKITE_*`` environment.
+    (its ``last_sample``, seeded here if the test has none yet), else of ``BUILDKITE_*``.
     """
     from .ci import BuildContext
 
     if "bk_fake" in request.fixturenames:
         fake: FakeBuildkite = request.getfixturevalue("bk_fake")
-        return BuildContext.from_env(fake.sample_build().env)
+        sample = fake.last_sample or fake.sample_build()
+        return BuildContext.from_env(sample.env)
     return BuildContext.from_env()
 
 

@@ -432,3 +432,14 @@ def test_scopes_are_checked_when_the_fake_is_built() -> None:
     assert client.get_job(sample.current_job_id).id == sample.current_job_id
     with pytest.raises(Exception, match="read_job_env"):
         client.get_job_env(sample.current_job_id)
+
+
+def test_last_sample_is_the_latest_seeded_build_and_reset_forgets_it():
+    fake = FakeBuildkite()
+    assert fake.last_sample is None
+    first = fake.sample_build()
+    assert fake.last_sample == first
+    second = fake.sample_build("other-app")
+    assert fake.last_sample == second
+    fake.reset()
+    assert fake.last_sample is None
