@@ -31,38 +31,26 @@ def serve_fake(
 ) -> int:
     """``bkjobs fake-server``: serve a fake until Ctrl-C; with ``sample``, retries finish.
 
-    Like ``fake.run_fake_server``, and with the sample build its retried jobs finish on their
-    own after two polls (the E2E shard fails again, the rest pass), as in ``bkjobs demo``.
+    ``fake.run_fake_server``, plus: with the sample build, retried jobs finish on their own
+    after two polls (the E2E shard fails again, the rest pass), as in ``bkjobs demo``.
     """
-    from .fake import FakeBuildkite
+    from .fake import FakeBuildkite, run_fake_server
 
-    fake = FakeBuildkite()
-    seeded = fake.sample_build() if sample else None
-    if seeded is not None:
+    def finish_retries(fake: FakeBuildkite) -> str:
         fake.on_retry(demo_outcome, after_polls=2)
-    stop = stop or threading.Event()
-    with fake.serve(host, port) as base_url:
-        print_fn(f"Fake Buildkite Jobs API listening on {base_url} (organisation {fake.org!r})")
-        print_fn("Point a client at it with these settings (environment or .env):")
-        for line in fake.env_lines(base_url):
-            print_fn(f"  {line}")
-        if seeded is not None:
-            print_fn(
-                f"Sample build: {seeded.pipeline} #{seeded.number}; to act as its running job:"
-            )
-            for key in ("BUILDKITE_PIPELINE_SLUG", "BUILDKITE_BUILD_NUMBER", "BUILDKITE_JOB_ID"):
-                print_fn(f"  {key}={seeded.env[key]}")
-            print_fn(
-                "Retried jobs finish on their own after two polls (the e2e shard fails again,"
-                " the others pass)."
-            )
-        print_fn("Press Ctrl-C to stop.")
-        try:
-            while not stop.wait(0.2):
-                pass
-        except KeyboardInterrupt:
-            print_fn("Stopped.")
-    return 0
+        return (
+            "Retried jobs finish on their own after two polls (the e2e shard fails again,"
+            " the others pass)."
+        )
+
+    return run_fake_server(
+        port,
+        sample,
+        print_fn=print_fn,
+        host=host,
+        stop=stop,
+        configure=finish_retries if sample else None,
+    )
 
 
 def run_demo(*, json_output: bool = False, poll_interval: float = 0.2) -> int:

@@ -577,10 +577,16 @@ def run_fake_server(
     *,
     host: str = "127.0.0.1",
     stop: threading.Event | None = None,
+    configure: Callable[[FakeBuildkite], str | None] | None = None,
 ) -> int:
-    """Serve a fake until Ctrl-C (or ``stop`` is set), printing the settings to use; returns 0."""
+    """Serve a fake until Ctrl-C (or ``stop`` is set), printing the settings to use; returns 0.
+
+    ``configure(fake)`` runs after seeding (e.g. to make retried jobs finish on their own);
+    the line it returns, if any, is printed with the settings.
+    """
     fake = FakeBuildkite(org=org, token=token)
     seeded = fake.sample_build() if sample else None
+    note = configure(fake) if configure is not None else None
     stop = stop or threading.Event()
     with fake.serve(host, port) as base_url:
         print_fn(f"Fake Buildkite Jobs API listening on {base_url} (organisation {org!r})")
@@ -593,6 +599,8 @@ def run_fake_server(
             )
             for key in ("BUILDKITE_PIPELINE_SLUG", "BUILDKITE_BUILD_NUMBER", "BUILDKITE_JOB_ID"):
                 print_fn(f"  {key}={seeded.env[key]}")
+        if note:
+            print_fn(note)
         print_fn("Press Ctrl-C to stop.")
         try:
             while not stop.wait(0.2):
