@@ -2,7 +2,8 @@
 
 Usage: ``python benchmarks/run.py [--quick] [--only B1,B5] [--output FILE]``. Every figure is
 a ratio against a baseline measured in the same run; each side runs ``repeats`` times,
-interleaved, and the median is reported. Results also go to ``benchmarks/results.json``.
+interleaved, and the median is reported. Results also go to ``benchmarks/results.json``
+(``results-quick.json`` for ``--quick``/``--smoke``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def output_path(args: argparse.Namespace) -> Path:
+    """Where results go: quick and smoke runs never overwrite the committed full results."""
+    if args.output is not None:
+        return Path(args.output)
+    name = "results.json" if not (args.quick or args.smoke) else "results-quick.json"
+    return ROOT / "benchmarks" / name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
@@ -93,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", default="", help="comma-separated ids, e.g. B1,B6")
     parser.add_argument(
-        "--output", type=Path, default=ROOT / "benchmarks" / "results.json", help="JSON file"
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON file (default benchmarks/results.json; results-quick.json for --quick/--smoke)",
     )
     args = parser.parse_args(argv)
     sizes = TINY if args.smoke else QUICK if args.quick else FULL
@@ -126,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [r.to_dict() for r in rows],
         "table": text,
     }
-    args.output.write_text(json.dumps(payload, indent=2) + "\n")
+    output_path(args).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 

@@ -36,3 +36,22 @@ def test_retry_benchmark_runs_at_a_trivial_size(
     printed = capsys.readouterr().out
     assert printed.startswith("| id | what |")
     assert "| B6 |" in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        ([], "results.json"),
+        (["--quick"], "results-quick.json"),
+        (["--smoke"], "results-quick.json"),
+    ],
+)
+def test_quick_runs_do_not_overwrite_the_committed_results(
+    run_module: ModuleType, argv: list[str], name: str
+) -> None:
+    args = type(
+        "Args", (), {"output": None, "quick": "--quick" in argv, "smoke": "--smoke" in argv}
+    )
+    assert run_module.output_path(args) == BENCH / name
+    explicit = type("Args", (), {"output": "x.json", "quick": True, "smoke": False})
+    assert run_module.output_path(explicit) == Path("x.json")
