@@ -222,6 +222,7 @@ def _marker_options(item: pytest.Item) -> MarkerOptions:
         return marker_options(item)
     except (TypeError, ValueError) as exc:
         problem = str(exc)
+    item.stash[SUMMARY_KEY] = {"outcome": "failed"}  # each such test counts as one with errors
     pytest.fail(
         f"bad @pytest.mark.bk_cassette on {item.nodeid}: {problem}\n"
         f"expected {MARKER_DOC.split(':', 1)[0]}",

@@ -703,3 +703,19 @@ def test_fake_and_build_context_fixtures(
         """
     )
     run(pytester).assert_outcomes(passed=2)
+
+
+def test_each_test_with_a_bad_marker_counts_as_one_with_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_mod="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(5))
+        @pytest.mark.bk_cassette(colour=1)
+        def test_bad(i):
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(errors=5)
+    result.stdout.fnmatch_lines(["bkjobs: cassettes 5 with errors; 0 interaction(s) unused"])
