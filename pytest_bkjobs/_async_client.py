@@ -268,9 +268,10 @@ class AsyncJobsClient(_BaseClient):
         *,
         pipeline: str | None = None,
         build: int | str | None = None,
-        chunk_size: int = CHUNK_SIZE,
+        chunk_size: int | None = CHUNK_SIZE,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Async context manager yielding the raw log as byte chunks."""
+        """Async context manager yielding the raw log as byte chunks (``None``: as they arrive)."""
+        chunk_size = ep.check_chunk_size(chunk_size)
         call = ep.stream_job_log(self.org, job_id, pipeline, build)
         response = await self._send(call, stream=True)
         try:
@@ -289,7 +290,9 @@ class AsyncJobsClient(_BaseClient):
         """Stream the raw log into ``dest`` atomically; returns the bytes written."""
         check_destination(dest)
         written = 0
-        async with self.stream_job_log(job_id, pipeline=pipeline, build=build) as chunks:
+        async with self.stream_job_log(
+            job_id, pipeline=pipeline, build=build, chunk_size=None
+        ) as chunks:
             with atomic_writer(dest) as handle:
                 async for chunk in chunks:
                     await asyncio.to_thread(handle.write, chunk)  # keep the event loop free

@@ -123,6 +123,17 @@ def check_states(state: str | Iterable[str] | None) -> list[str]:
     return out
 
 
+def check_chunk_size(chunk_size: object) -> int | None:
+    """A chunk size is a positive int, or None for chunks as they arrive."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InvalidArgumentError(
+            f"chunk_size must be a positive number of bytes or None, got {chunk_size!r}"
+        )
+    return chunk_size
+
+
 def check_priority(priority: object) -> int:
     """A priority is an int (a bool is not)."""
     if isinstance(priority, bool) or not isinstance(priority, int):

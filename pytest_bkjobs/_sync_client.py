@@ -265,9 +265,13 @@ class JobsClient(_BaseClient):
         *,
         pipeline: str | None = None,
         build: int | str | None = None,
-        chunk_size: int = CHUNK_SIZE,
+        chunk_size: int | None = CHUNK_SIZE,
     ) -> Iterator[Iterator[bytes]]:
-        """Context manager yielding the raw log as byte chunks, without holding it in memory."""
+        """Context manager yielding the raw log as byte chunks, without holding it in memory.
+
+        ``chunk_size=None`` yields chunks as they arrive (no re-chunking copy: the fastest).
+        """
+        chunk_size = ep.check_chunk_size(chunk_size)
         call = ep.stream_job_log(self.org, job_id, pipeline, build)
         response = self._send(call, stream=True)
         try:
@@ -287,7 +291,7 @@ class JobsClient(_BaseClient):
         check_destination(dest)
         written = 0
         with (
-            self.stream_job_log(job_id, pipeline=pipeline, build=build) as chunks,
+            self.stream_job_log(job_id, pipeline=pipeline, build=build, chunk_size=None) as chunks,
             atomic_writer(dest) as handle,
         ):
             for chunk in chunks:

@@ -365,3 +365,21 @@ def test_no_token_in_showlocals_of_a_failed_construction(pytester: pytest.Pytest
     assert "2 failed" in result.stdout
     assert "ConfigurationError" in result.stdout
     assert TOKEN not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, True, "64"])
+def test_chunk_size_is_checked(make_client: ClientFactory, chunk_size: Any):
+    client = make_client(ok)
+    with (
+        pytest.raises(InvalidArgumentError, match="chunk_size must be a positive number"),
+        client.stream_job_log("j1", chunk_size=chunk_size),
+    ):
+        pass
+
+
+def test_chunks_as_they_arrive(make_client: ClientFactory):
+    body = b"x" * 300_000
+    with make_client(lambda r: httpx.Response(200, content=body)).stream_job_log(
+        "j1", chunk_size=None
+    ) as chunks:
+        assert b"".join(chunks) == body
