@@ -30,6 +30,9 @@ SCOPES = {
     "delete-log": "write_build_logs",
 }
 
+#: Commands that act on a build's jobs, not on one job: a 404 there is never about a job id.
+LISTINGS = frozenset({"list", "retry-failed"})
+
 
 class UsageError(Exception):
     """A command line that parses but makes no sense (exit status 2)."""
@@ -49,9 +52,14 @@ def describe_error(exc: BaseException, command: str = "", base_url: str = "") ->
             " scope (Buildkite > Personal Settings > API Access Tokens) or use one that has it"
         )
     elif isinstance(exc, NotFoundError):
+        what = (
+            "the organisation, pipeline and build number (--org/--pipeline/--build)"
+            if command in LISTINGS
+            else "the job id and --org/--pipeline/--build"
+        )
         text = (
-            f"not found (404: {exc.message}; {exc.method} {exc.url}); check the job id and"
-            " --org/--pipeline/--build, and that the token can see this organisation"
+            f"not found (404: {exc.message}; {exc.method} {exc.url}); check {what},"
+            " and that the token can see this organisation"
         )
     elif isinstance(exc, RateLimitError):
         text = _rate_limit(exc, command)

@@ -20,7 +20,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._cli_errors import UsageError, describe_error, scrub
 from ._cli_output import job_details, job_dict, job_line, print_json, progress, report_text
@@ -95,14 +95,46 @@ def _need_build(where: Where) -> tuple[str, int]:
         )
     missing = []
     if not where.pipeline:
-        missing.append(("BUILDKITE_PIPELINE_SLUG", "--pipeline SLUG"))
+        missing.append(("build", "BUILDKITE_PIPELINE_SLUG", "--pipeline SLUG"))
     if where.build is None:
-        missing.append(("BUILDKITE_BUILD_NUMBER", "--build NUMBER"))
-    names = ", ".join(var for var, _ in missing)
+        missing.append(("build", "BUILDKITE_BUILD_NUMBER", "--build NUMBER"))
+    _fail_missing(missing + _access_missing(where))
+
+
+#: (what, variable, how to give it) for each setting a command lacks.
+_Missing = list[tuple[str, str, str]]
+
+
+def _access_missing(where: Where) -> _Missing:
+    """The organisation and API token, when neither given nor set (reported with the rest)."""
+    from ._config import ORG_VAR, TOKEN_VAR, merged_environ
+
+    values = merged_environ(None, ".env")
+    missing = []
+    if not (where.org or values.get(ORG_VAR, "").strip()):
+        missing.append(("organisation", ORG_VAR, "--org SLUG"))
+    if not values.get(TOKEN_VAR, "").strip():
+        missing.append(("API token", TOKEN_VAR, ""))
+    return missing
+
+
+def _fail_missing(missing: _Missing) -> NoReturn:
+    """One line naming every missing setting at once, and how to give each."""
+    from ._config import TOKEN_VAR
+
+    kinds = list(dict.fromkeys(what for what, _, _ in missing))
+    whats = " or ".join([", ".join(kinds[:-1]), kinds[-1]] if len(kinds) > 1 else kinds)
+    names = ", ".join(var for _, var, _ in missing)
+    fixes = [fix for _, _, fix in missing if fix]
+    todo = [f"pass {', '.join(fixes)}"] if fixes else []
+    if any(var == TOKEN_VAR for _, var, _ in missing):
+        todo.append(
+            f"set {TOKEN_VAR} (in the environment or .env) to a REST API access token"
+            " (Buildkite > Personal Settings > API Access Tokens)"
+        )
     raise ConfigurationError(
-        f"no build given: not inside a Buildkite step ({names}"
-        f" {'is' if len(missing) == 1 else 'are'} not set); pass"
-        f" {' '.join(opt for _, opt in missing)}"
+        f"no {whats} given: not inside a Buildkite step ({names}"
+        f" {'is' if len(missing) == 1 else 'are'} not set); {' and '.join(todo)}"
     )
 
 
@@ -120,9 +152,11 @@ def _job_route(args: argparse.Namespace, where: Where) -> tuple[str, dict[str, A
             return given, {"pipeline": where.pipeline, "build": where.build}
         return given, {}  # a job of any build: the org-scoped route finds it
     if not where.job_id:
-        raise ConfigurationError(
-            "no job given: not inside a Buildkite step (BUILDKITE_JOB_ID is not set);"
-            f" pass a job id: bkjobs {args.command} JOB"
+        _fail_missing(
+            [
+                ("job", "BUILDKITE_JOB_ID", f"a job id (bkjobs {args.command} JOB)"),
+                *_access_missing(where),
+            ]
         )
     if where.pipeline and where.build is not None:
         return where.job_id, {"pipeline": where.pipeline, "build": where.build}
@@ -138,6 +172,9 @@ def _client(args: argparse.Namespace, where: Where, state: _State) -> JobsClient
         values[ORG_VAR] = where.org
     if getattr(args, "api_url", None):
         values[URL_VAR] = args.api_url
+    missing = _access_missing(where)
+    if len(missing) > 1:  # a token alone gets settings_from_env's fuller message
+        _fail_missing(missing)
     if not values.get(ORG_VAR, "").strip():
         raise ConfigurationError(
             f"no organisation given: {ORG_VAR} is not set (not inside a Buildkite step, nor in"

@@ -256,7 +256,7 @@ CASES = [
          {**STEP, "BUILDKITE_BUILD_NUMBER": "abc"}), ConfigurationError,
          "BUILDKITE_BUILD_NUMBER must be the build number"),
     # -- the CLI (exit status 1: an error, 2: usage) ---------------------------------------
-    Case("cli outside a step", cli("list"), None, "no build given: not inside a Buildkite step",
+    Case("cli outside a step", cli("list"), None, "token given: not inside a Buildkite step",
          1),
     Case("cli non-numeric build", cli("list", **STEP, BUILDKITE_BUILD_NUMBER="abc"), None,
          "BUILDKITE_BUILD_NUMBER must be the build number", 1),

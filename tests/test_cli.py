@@ -502,19 +502,42 @@ def test_token_from_dotenv(
     assert bk("get").code == 0
 
 
-def test_not_inside_buildkite(bk: Runner, served: str) -> None:
+def test_not_inside_buildkite(
+    bk: Runner, served: str, monkeypatch: pytest.MonkeyPatch, fake: FakeBuildkite
+) -> None:
+    monkeypatch.setenv("BUILDKITE_ORGANIZATION_SLUG", fake.org)
     result = bk("list")
     assert result.code == 1
     assert result.err == (
         "bkjobs: error: no build given: not inside a Buildkite step (BUILDKITE_PIPELINE_SLUG,"
-        " BUILDKITE_BUILD_NUMBER are not set); pass --pipeline SLUG --build NUMBER\n"
+        " BUILDKITE_BUILD_NUMBER are not set); pass --pipeline SLUG, --build NUMBER\n"
     )
     job = bk("get")
     assert "BUILDKITE_JOB_ID is not set" in job.err
+    monkeypatch.delenv("BUILDKITE_ORGANIZATION_SLUG")
     assert "bkjobs get JOB" in job.err
     org = bk("get", "some-job")
     assert "no organisation given: BUILDKITE_ORGANIZATION_SLUG is not set" in org.err
     assert "--org SLUG" in org.err
+
+
+def test_every_missing_setting_is_named_at_once(bk: Runner, clean_env: Path) -> None:
+    result = bk("list")
+    assert result.code == 1
+    assert result.err == (
+        "bkjobs: error: no build, organisation or API token given: not inside a Buildkite step"
+        " (BUILDKITE_PIPELINE_SLUG, BUILDKITE_BUILD_NUMBER, BUILDKITE_ORGANIZATION_SLUG,"
+        " BUILDKITE_API_TOKEN are not set); pass --pipeline SLUG, --build NUMBER, --org SLUG and"
+        " set BUILDKITE_API_TOKEN (in the environment or .env) to a REST API access token"
+        " (Buildkite > Personal Settings > API Access Tokens)\n"
+    )
+    job = bk("get")
+    assert job.code == 1
+    assert len(job.err.splitlines()) == 1
+    assert "no job, organisation or API token given" in job.err
+    assert "pass a job id (bkjobs get JOB), --org SLUG and set BUILDKITE_API_TOKEN" in job.err
+    org = bk("get", "some-job")
+    assert "no organisation or API token given" in org.err
 
 
 def test_a_bad_build_number_variable_matters_only_where_the_build_is_needed(
@@ -553,6 +576,14 @@ def test_404(bk: Runner, sample: SampleBuild) -> None:
     assert result.code == 1
     assert "bkjobs: error: not found (404: No job found;" in result.err
     assert "check the job id" in result.err
+
+
+def test_404_on_a_listing_names_the_build_not_a_job(bk: Runner, sample: SampleBuild) -> None:
+    result = bk("list", "--pipeline", "no-such-pipeline", "--build", "1")
+    assert result.code == 1
+    assert "bkjobs: error: not found (404:" in result.err
+    assert "check the organisation, pipeline and build number" in result.err
+    assert "job id" not in result.err
 
 
 def test_429_after_waiting(bk: Runner, sample: SampleBuild, fake: FakeBuildkite) -> None:
