@@ -284,6 +284,12 @@ class CassetteSession:
             f"no recorded interaction matches {self._describe(live)}",
             *self._header_lines(),
         ]
+        other_org = self._other_org(live)
+        if other_org is not None:
+            lines.append(
+                f"recorded for organisation {self.org!r}, the request is for {other_org!r}:"
+                f" set BUILDKITE_ORGANIZATION_SLUG={self.org} (or re-record)"
+            )
         scored = sorted(
             (
                 (len(differences(item["request"], live, self.options.match_on)), i)
@@ -302,6 +308,16 @@ class CassetteSession:
         lines.append(f"To re-record this test: {self.options.rerecord}")
         lines.append("(or keep the old ones and add this request: --bk-record-mode=new_episodes)")
         return "\n".join(lines)
+
+    def _other_org(self, live: dict[str, Any]) -> str | None:
+        """The request's organisation, when only it keeps the request from a recorded one."""
+        path = urlsplit(str(live["uri"])).path
+        match = _ORG_RE.search(path)
+        if not self.org or match is None or match.group(1) == self.org:
+            return None
+        moved = f"{path[: match.start(1)]}{self.org}{path[match.end(1) :]}"
+        paths = {urlsplit(str(item["request"]["uri"])).path for item in self.recorded}
+        return match.group(1) if moved in paths else None
 
     def _exhausted_message(self, live: dict[str, Any], count: int) -> str:
         return "\n".join(

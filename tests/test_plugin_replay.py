@@ -705,6 +705,32 @@ def test_fake_and_build_context_fixtures(
     run(pytester).assert_outcomes(passed=2)
 
 
+def test_a_miss_for_another_organisation_says_which_one_was_recorded(
+    pytester: pytest.Pytester,
+) -> None:
+    write(
+        pytester, "test_mod", "test_a", ix("GET", f"{BASE}/organizations/acme/jobs/j-1", job("j-1"))
+    )
+    pytester.makepyfile(
+        test_mod=f"""
+        from pytest_bkjobs import JobsClient
+
+        def test_a(bk_cassette):
+            with JobsClient(token="x", org="other", base_url="{BASE}") as client:
+                client.get_job("j-1")
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E *no recorded interaction matches GET */organizations/other/jobs/j-1",
+            "E *recorded for organisation 'acme', the request is for 'other': set"
+            " BUILDKITE_ORGANIZATION_SLUG=acme (or re-record)",
+        ]
+    )
+
+
 def test_each_test_with_a_bad_marker_counts_as_one_with_errors(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_mod="""
