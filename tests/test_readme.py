@@ -377,3 +377,40 @@ def test_error_table_quotes_the_code() -> None:
             message = re.sub(r"^\d{3} ", "", quoted)  # the status is added when it is shown
             for part in message.split("..."):
                 assert part.strip(" .") in messages, f"{part!r} is not a message of the code"
+
+
+# -- docs/ ---------------------------------------------------------------------------------------
+
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+def test_the_readme_links_every_doc() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert DOCS, "docs/ has no pages"
+    for page in DOCS:
+        assert f"](docs/{page.name})" in text, f"README does not link docs/{page.name}"
+
+
+@pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
+def test_doc_links_resolve_and_code_compiles(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    readme_anchors = {
+        _slug(h)
+        for h in re.findall(r"^#+ (.+)$", README.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    }
+    anchors = {_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)}
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        if target.startswith("http"):
+            continue
+        path, _, anchor = target.partition("#")
+        if path:
+            assert (page.parent / path).exists(), f"{page.name}: link {target} is missing"
+        wanted = readme_anchors if path.endswith("README.md") else anchors
+        if anchor and (not path or path.endswith("README.md")):
+            assert anchor in wanted, f"{page.name}: link {target} has no heading"
+    for code in re.findall(r"^```python\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL):
+        compile(code, page.name, "exec")
+    for code in re.findall(r"^```sh\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL):
+        parser = build_parser()
+        for args in invocations(code, "bkjobs"):
+            parser.parse_args(args)
