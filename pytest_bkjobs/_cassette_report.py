@@ -21,14 +21,19 @@ class Counts(Protocol):
 
 
 def shorten_traceback(
-    item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException], report: pytest.TestReport
+    item: pytest.Item,
+    excinfo: pytest.ExceptionInfo[BaseException],
+    report: pytest.TestReport,
+    *,
+    also_settings: bool = False,
 ) -> None:
-    """Show a cassette error from the user's frames, without httpx's and respx's inside."""
+    """Show a cassette (or missing-settings) error from the user's frames, not httpx's inside."""
     from ._cassette import CassetteError
 
     config = item.config
     style = config.getoption("tbstyle", "auto")
-    if not isinstance(excinfo.value, CassetteError) or config.getoption("fulltrace", False):
+    ours = isinstance(excinfo.value, CassetteError) or also_settings
+    if not ours or config.getoption("fulltrace", False):
         return
     if style not in ("auto", "long", "short"):
         return

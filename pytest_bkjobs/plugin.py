@@ -54,6 +54,8 @@ PATH_KEY = pytest.StashKey[Path]()
 PASSED_KEY = pytest.StashKey[dict[str, bool]]()  # phase -> passed
 SUMMARY_KEY = pytest.StashKey[dict[str, Any]]()
 CLASH_KEY = pytest.StashKey[str]()
+SESSION_KEY = pytest.StashKey["CassetteSession"]()  # the active cassette, for reporting
+SETTINGS_FAILED_KEY = pytest.StashKey[bool]()  # the call failed for want of a token or org
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -301,6 +303,9 @@ def _finish(request: pytest.FixtureRequest, session: CassetteSession) -> None:
     passed = phases.get("setup", False) and phases.get("call", False)
     summary: dict[str, Any] = {"path": session.where, "unused": 0}
     item.stash[SUMMARY_KEY] = summary
+    if item.stash.get(SETTINGS_FAILED_KEY, False):
+        summary["outcome"] = "failed"  # the test never got to use its cassette
+        return
     if session.errors:
         summary["outcome"] = "failed"
         # The error already failed the test where the request was made: do not repeat it.
@@ -382,6 +387,7 @@ def bk_cassette(request: pytest.FixtureRequest) -> Iterator[CassetteSession]:
     from ._cassette_session import CassetteRouter
 
     session = _start(request)
+    request.node.stash[SESSION_KEY] = session
     router = CassetteRouter(session)
     session.router = router
     router.start()
@@ -407,7 +413,7 @@ class _ClientKwargs(dict[str, Any]):
         return repr({k: "***" if k == "token" else v for k, v in self.items()})
 
 
-def _client_kwargs(session: CassetteSession) -> _ClientKwargs:
+def _client_kwargs(session: CassetteSession, item: pytest.Item) -> _ClientKwargs:
     from ._config import ORG_VAR, TOKEN_VAR, masked
 
     environ: dict[str, str] = masked(_environ()) or {}
@@ -422,9 +428,11 @@ def _client_kwargs(session: CassetteSession) -> _ClientKwargs:
     kwargs = _ClientKwargs(token=environ.get(TOKEN_VAR, "").strip(), org=org)
     if not kwargs["token"] or not org:
         missing = TOKEN_VAR if not kwargs["token"] else ORG_VAR
+        item.stash[SETTINGS_FAILED_KEY] = True  # counted with errors, not as "not written"
         pytest.fail(
             f"bkjobs: recording {session.options.test_id} needs {missing} in the environment or"
-            f" .env (a REST API token and the organisation slug to record against)",
+            f" .env (a REST API token and the organisation slug to record against)"
+            + _loopback_hint(session.options.api_url),
             pytrace=False,
         )
     kwargs["base_url"] = session.options.api_url
@@ -455,11 +463,11 @@ async def _no_async_sleep(delay: float) -> None:
 
 
 @pytest.fixture
-def bk_client(bk_cassette: CassetteSession) -> Iterator[JobsClient]:
+def bk_client(request: pytest.FixtureRequest, bk_cassette: CassetteSession) -> Iterator[JobsClient]:
     """A ``JobsClient`` bound to the cassette (recorded base URL and org when replaying)."""
     from ._client import JobsClient
 
-    kwargs = _client_kwargs(bk_cassette)
+    kwargs = _client_kwargs(bk_cassette, request.node)
     if bk_cassette.replaying:
         kwargs["sleep"] = _no_sleep
         kwargs["transport"] = _replay_transport(asynchronous=False)
@@ -468,11 +476,13 @@ def bk_client(bk_cassette: CassetteSession) -> Iterator[JobsClient]:
 
 
 @pytest.fixture
-def bk_async_client(bk_cassette: CassetteSession) -> Iterator[AsyncJobsClient]:
+def bk_async_client(
+    request: pytest.FixtureRequest, bk_cassette: CassetteSession
+) -> Iterator[AsyncJobsClient]:
     """An ``AsyncJobsClient`` bound to the cassette."""
     from ._client import AsyncJobsClient
 
-    kwargs = _client_kwargs(bk_cassette)
+    kwargs = _client_kwargs(bk_cassette, request.node)
     if bk_cassette.replaying:
         kwargs["sleep"] = _no_async_sleep
         kwargs["transport"] = _replay_transport(asynchronous=True)
@@ -516,6 +526,51 @@ def bk_build_context(request: pytest.FixtureRequest) -> BuildContext:
 # -- reporting ----------------------------------------------------------------------------------
 
 
+def _is_loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_hint(api_url: str) -> str:
+    """For a local server (``bkjobs fake-server``): the fake's own token and org will do."""
+    if not _is_loopback(api_url):
+        return ""
+    return (
+        f"; {api_url} is a local server: for `bkjobs fake-server` set"
+        " BUILDKITE_API_TOKEN=fake-token (or the token it printed) and"
+        " BUILDKITE_ORGANIZATION_SLUG=acme (or the org it printed)"
+    )
+
+
+def _settings_note(session: CassetteSession, exc: BaseException | None) -> str | None:
+    """What to set when the code under test could not build its client (no token or org)."""
+    from ._config import ORG_VAR, TOKEN_VAR
+    from ._errors import ConfigurationError
+
+    found = next((e for e in _chain(exc) if isinstance(e, ConfigurationError)), None)
+    if found is None or not (TOKEN_VAR in str(found) or ORG_VAR in str(found)):
+        return None
+    org = session.org or "<the organisation in the cassette>"
+    if session.replaying:
+        return (
+            f"bkjobs: replaying {session.where}: no real API token is needed, any placeholder"
+            f" works ({TOKEN_VAR}=placeholder); set {ORG_VAR}={org} (the cassette's recorded"
+            " organisation)"
+        )
+    return (
+        f"bkjobs: recording {session.where} against {session.options.api_url} needs {TOKEN_VAR}"
+        f" (a REST API token) and {ORG_VAR}" + _loopback_hint(session.options.api_url)
+    )
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -527,13 +582,20 @@ def pytest_runtest_makereport(
         return report  # no cassette: keep no exception (its traceback holds every frame)
     if report.when == "call" and call.excinfo is not None:
         item.stash[_CALL_EXC] = call.excinfo.value
+        session = item.stash.get(SESSION_KEY, None)
+        note = _settings_note(session, call.excinfo.value) if session is not None else None
+        if report.failed and note is not None:
+            item.stash[SETTINGS_FAILED_KEY] = True
+            report.sections.append(("bkjobs: what to set", note))
         if report.failed:
             from ._cassette_report import shorten_traceback
 
-            shorten_traceback(item, call.excinfo, report)
+            shorten_traceback(item, call.excinfo, report, also_settings=note is not None)
     if report.when == "teardown":
         if _CALL_EXC in item.stash:
             del item.stash[_CALL_EXC]  # its traceback holds every frame: let it go
+        if SESSION_KEY in item.stash:
+            del item.stash[SESSION_KEY]
         summary = item.stash.get(SUMMARY_KEY, None)
         if summary is not None:
             report.bkjobs_cassette = summary  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -745,3 +746,59 @@ def test_each_test_with_a_bad_marker_counts_as_one_with_errors(pytester: pytest.
     result = run(pytester)
     result.assert_outcomes(errors=5)
     result.stdout.fnmatch_lines(["bkjobs: cassettes 5 with errors; 0 interaction(s) unused"])
+
+
+OWN_CLIENT_TEST = """
+import pytest
+from pytest_bkjobs import JobsClient
+
+@pytest.mark.bk_cassette
+def test_a():
+    with JobsClient.from_env(dotenv_path=None) as client:
+        client.get_job("j-1")
+"""
+
+
+@pytest.fixture
+def no_buildkite_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("BUILDKITE"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.usefixtures("no_buildkite_env")
+def test_replaying_own_client_without_settings_says_what_to_set(pytester: pytest.Pytester) -> None:
+    write(
+        pytester, "test_mod", "test_a", ix("GET", f"{BASE}/organizations/acme/jobs/j-1", job("j-1"))
+    )
+    pytester.makepyfile(test_mod=OWN_CLIENT_TEST)
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ConfigurationError: BUILDKITE_API_TOKEN is not set*",
+            "*bkjobs: what to set*",
+            "bkjobs: replaying cassettes/test_mod/test_a.json: no real API token is needed, any"
+            " placeholder works (BUILDKITE_API_TOKEN=placeholder); set"
+            " BUILDKITE_ORGANIZATION_SLUG=acme (the cassette's recorded organisation)",
+            "bkjobs: cassettes 1 with errors; 0 interaction(s) unused",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*_client_base.py*")  # the client's own frames are left out
+
+
+@pytest.mark.usefixtures("no_buildkite_env")
+def test_recording_against_a_local_server_without_a_token_suggests_the_fakes(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_mod=OWN_CLIENT_TEST + "\n\ndef test_b(bk_client):\n    pass\n")
+    result = run(pytester, "--bk-record", "--bk-api-url", "http://127.0.0.1:9/v2")
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*http://127.0.0.1:9/v2 is a local server: for `bkjobs fake-server` set"
+            " BUILDKITE_API_TOKEN=fake-token (or the token it printed)*",
+        ]
+    )
+    assert result.stdout.str().count("BUILDKITE_API_TOKEN=fake-token") == 2  # test_a and test_b
+    result.stdout.fnmatch_lines(["bkjobs: cassettes 2 with errors; 0 interaction(s) unused"])
