@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     sub.add_argument("--host", default="127.0.0.1")
     sub.add_argument("--sample", action="store_true", help="seed a realistic sample build")
+    sub.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="also write the settings as KEY=value lines to PATH (to source, or as .env)",
+    )
     command("demo", "retry-failed --wait against a built-in fake build (no token, no network)")
     sub = command("cassette", "cassette tools")
     tools = sub.add_subparsers(dest="cassette_command", metavar="TOOL", required=True)

@@ -28,6 +28,7 @@ def serve_fake(
     sample: bool = False,
     print_fn: Callable[[str], None] = print,
     stop: threading.Event | None = None,
+    env_file: str | None = None,
 ) -> int:
     """``bkjobs fake-server``: serve a fake until Ctrl-C; with ``sample``, retries finish.
 
@@ -50,6 +51,7 @@ def serve_fake(
         host=host,
         stop=stop,
         configure=finish_retries if sample else None,
+        env_file=env_file,
     )
 
 

@@ -575,7 +575,9 @@ def cmd_fake_server(args: argparse.Namespace, where: Where, state: _State) -> in
         else:
             print(line, flush=True)
 
-    return serve_fake(port=args.port, host=args.host, sample=args.sample, print_fn=emit)
+    return serve_fake(
+        port=args.port, host=args.host, sample=args.sample, print_fn=emit, env_file=args.env_file
+    )
 
 
 def cmd_demo(args: argparse.Namespace, where: Where, state: _State) -> int:

@@ -9,6 +9,7 @@ it with ``finish_job``/``on_retry``, and inspect it with ``job``/``requests``/``
 from __future__ import annotations
 
 import copy
+import os
 import random
 import threading
 import time
@@ -578,11 +579,13 @@ def run_fake_server(
     host: str = "127.0.0.1",
     stop: threading.Event | None = None,
     configure: Callable[[FakeBuildkite], str | None] | None = None,
+    env_file: str | os.PathLike[str] | None = None,
 ) -> int:
     """Serve a fake until Ctrl-C (or ``stop`` is set), printing the settings to use; returns 0.
 
     ``configure(fake)`` runs after seeding (e.g. to make retried jobs finish on their own);
-    the line it returns, if any, is printed with the settings.
+    the line it returns, if any, is printed with the settings. ``env_file`` receives the
+    settings as ``KEY=value`` lines (written atomically), for ``source`` or as a ``.env``.
     """
     fake = FakeBuildkite(org=org, token=token)
     seeded = fake.sample_build() if sample else None
@@ -590,15 +593,24 @@ def run_fake_server(
     stop = stop or threading.Event()
     with fake.serve(host, port) as base_url:
         print_fn(f"Fake Buildkite Jobs API listening on {base_url} (organisation {org!r})")
-        print_fn("Point a client at it with these settings (environment or .env):")
-        for line in fake.env_lines(base_url):
-            print_fn(f"  {line}")
+        lines = fake.env_lines(base_url)
         if seeded is not None:
             print_fn(
-                f"Sample build: {seeded.pipeline} #{seeded.number}; to act as its running job:"
+                f"Sample build: {seeded.pipeline} #{seeded.number}; the settings below act as"
+                " its running job."
             )
-            for key in ("BUILDKITE_PIPELINE_SLUG", "BUILDKITE_BUILD_NUMBER", "BUILDKITE_JOB_ID"):
-                print_fn(f"  {key}={seeded.env[key]}")
+            keys = ("BUILDKITE_PIPELINE_SLUG", "BUILDKITE_BUILD_NUMBER", "BUILDKITE_JOB_ID")
+            lines += [f"{key}={seeded.env[key]}" for key in keys]
+        print_fn("Point a client at it with these settings (environment or .env):")
+        print_fn("")
+        for line in lines:  # unindented KEY=value: copy them as they are into a .env
+            print_fn(line)
+        print_fn("")
+        if env_file is not None:
+            from ._files import write_atomic
+
+            write_atomic(env_file, "".join(f"{line}\n" for line in lines).encode())
+            print_fn(f"Settings written to {os.fspath(env_file)} (source it, or use it as .env).")
         if note:
             print_fn(note)
         print_fn("Press Ctrl-C to stop.")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_bkjobs import parse_env_text
 from pytest_bkjobs.fake import FakeBuildkite, SampleBuild
 
 TIMEOUT = 60
@@ -139,7 +140,17 @@ def test_debug_never_prints_the_token(fake: FakeBuildkite, url: str, tmp_path: P
 
 def test_fake_server_command(tmp_path: Path) -> None:
     server = subprocess.Popen(
-        [sys.executable, "-m", "pytest_bkjobs", "fake-server", "--port", "0", "--sample"],
+        [
+            sys.executable,
+            "-m",
+            "pytest_bkjobs",
+            "fake-server",
+            "--port",
+            "0",
+            "--sample",
+            "--env-file",
+            "fake.env",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -150,12 +161,14 @@ def test_fake_server_command(tmp_path: Path) -> None:
         assert server.stdout is not None
         settings: dict[str, str] = {}
         for line in server.stdout:
-            key, sep, value = line.strip().partition("=")
-            if sep and key.startswith("BUILDKITE_"):
+            key, sep, value = line.rstrip("\n").partition("=")
+            if sep and key.startswith("BUILDKITE_"):  # unindented: a .env as printed
                 settings[key] = value
             if line.startswith("Press Ctrl-C"):
                 break
         assert settings["BUILDKITE_API_URL"].startswith("http://127.0.0.1:")
+        assert len(settings) == 6  # URL, token, org, and the sample's running job
+        assert parse_env_text((tmp_path / "fake.env").read_text()) == settings
         listing = bkjobs("list", "--json", cwd=tmp_path, **settings)
         assert listing.returncode == 0, listing.stderr
         assert len(json.loads(listing.stdout)) == 11
