@@ -97,6 +97,32 @@ def _org_of(interactions: list[Interaction]) -> str | None:
     return None
 
 
+def is_loopback(url: str) -> bool:
+    """True for a URL on this machine (``localhost``, 127.x, ``::1``): a fake, not Buildkite."""
+    import ipaddress
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _under(url: str, base: str) -> bool:
+    return url == base or url.startswith((base + "/", base + "?"))
+
+
+def local_server_url(url: str) -> str:
+    """``url`` with its port written ``<port>``: the same for every run of a local fake."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = ":<port>" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def _origin(url: str) -> str:
     """``scheme://host[:port]`` of a URL, as written in it."""
     parts = urlsplit(url)
@@ -111,6 +137,7 @@ class CassetteSession:
         self.mode = options.mode
         self.recorded: list[Interaction] = []
         self.base_url: str | None = None
+        self.recorded_against: str | None = None  # a local server's URL, its port left out
         self.org: str | None = None
         self.errors: list[CassetteError] = []
         self.new: list[Interaction] = []
@@ -131,6 +158,8 @@ class CassetteSession:
                 ) from None
             self.recorded = list(data["interactions"])
             self.base_url = data.get("base_url")
+            against = data.get("recorded_against")
+            self.recorded_against = against if isinstance(against, str) else None
             self.org = data.get("org") or _org_of(self.recorded)
             self._hint_recorded_url()
         self.played = [False] * len(self.recorded)
@@ -149,6 +178,15 @@ class CassetteSession:
         """Re-record against the server the file came from (a fake), unless told otherwise."""
         recorded = _strip_path(str(self.base_url or ""))
         hint = self.options.rerecord
+        local = self.recorded_against
+        if local and "--bk-api-url" not in hint and hint.startswith("pytest --bk-record"):
+            self.options.rerecord = hint.replace(
+                "--bk-record", "--bk-record --bk-api-url URL", 1
+            ) + (
+                f"  (recorded against a local server, {local}: start it again, e.g."
+                " `bkjobs fake-server --sample`, and pass the URL it prints)"
+            )
+            return
         if (
             recorded.startswith(("http://", "https://"))
             and recorded not in (DEFAULT_BASE_URL, _strip_path(self.options.api_url))
@@ -417,7 +455,9 @@ class CassetteSession:
             headers = [(k, v.replace(api, own)) for k, v in headers]
         if original.method.upper() == "HEAD" and "content-length" in answer.headers:
             headers.append(("content-length", answer.headers["content-length"]))
-        request_message = _message_from_request(original, uri=str(forward.url))
+        # The file keeps the URL the client asked for, not where it was sent: with the
+        # plugin's clients, never a local fake's random port.
+        request_message = _message_from_request(original, uri=str(original.url))
         with self._lock:
             self.options.redactor.request_view(request_message)  # learns the bearer token
             self.new.append(
@@ -462,7 +502,13 @@ class CassetteSession:
             out.append(tidy_interaction(redactor.apply(clean)))
         data: dict[str, Any] = {"version": CASSETTE_VERSION, "interactions": out}
         base = self.base_url if self.mode == "new_episodes" and self.base_url else None
-        data["base_url"] = redactor.scrub_text(base or _strip_path(self.options.api_url))
+        api = _strip_path(self.options.api_url)
+        uris = [str(item["request"]["uri"]) for item in out]
+        if base is None and is_loopback(api) and all(_under(u, DEFAULT_BASE_URL) for u in uris):
+            # Interactions are stored under the default URL; the port changes every run.
+            base = DEFAULT_BASE_URL
+            data["recorded_against"] = local_server_url(api)
+        data["base_url"] = redactor.scrub_text(base or api)
         if self.org:
             data["org"] = self.org
         return data

@@ -59,9 +59,9 @@ def run_demo(*, json_output: bool = False, poll_interval: float = 0.2) -> int:
     """Run the demo; 0 when it ran as designed, whatever the report's own exit status."""
     from .ci import BuildContext
     from .cli import run_retry_failed
-    from .fake import FakeBuildkite
+    from .fake import FakeBuildkite, SteppingClock
 
-    fake = FakeBuildkite()
+    fake = FakeBuildkite(clock=SteppingClock())  # the same timestamps on every run
     sample = fake.sample_build()
     fake.on_retry(demo_outcome, after_polls=2)
     ctx = BuildContext(

@@ -53,6 +53,7 @@ __all__ = [
     "LogSource",
     "RecordedRequest",
     "SampleBuild",
+    "SteppingClock",
     "SyntheticLog",
     "run_fake_server",
 ]
@@ -96,6 +97,25 @@ def _check_outcome(outcome: Outcome) -> None:
 
 def _check_scopes(scopes: Iterable[str] | None) -> frozenset[str]:
     return check_scopes(scopes, ALL_SCOPES)
+
+
+#: 2026-01-01T00:00:00Z: where ``SteppingClock`` starts, so sample timestamps never change.
+FIXED_START = 1767225600.0
+
+
+class SteppingClock:
+    """A deterministic clock: ``start``, then ``step`` seconds later at each reading."""
+
+    def __init__(self, start: float = FIXED_START, step: float = 1.0) -> None:
+        self._now = float(start)
+        self._step = float(step)
+        self._lock = threading.Lock()  # a served fake reads it from several threads
+
+    def __call__(self) -> float:
+        with self._lock:
+            now = self._now
+            self._now += self._step
+            return now
 
 
 class FakeBuildkite:
@@ -580,14 +600,18 @@ def run_fake_server(
     stop: threading.Event | None = None,
     configure: Callable[[FakeBuildkite], str | None] | None = None,
     env_file: str | os.PathLike[str] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> int:
     """Serve a fake until Ctrl-C (or ``stop`` is set), printing the settings to use; returns 0.
 
     ``configure(fake)`` runs after seeding (e.g. to make retried jobs finish on their own);
     the line it returns, if any, is printed with the settings. ``env_file`` receives the
     settings as ``KEY=value`` lines (written atomically), for ``source`` or as a ``.env``.
+    ``clock`` defaults to a ``SteppingClock`` with ``sample``: recordings then never differ.
     """
-    fake = FakeBuildkite(org=org, token=token)
+    if clock is None and sample:
+        clock = SteppingClock()
+    fake = FakeBuildkite(org=org, token=token, clock=clock)
     seeded = fake.sample_build() if sample else None
     note = configure(fake) if configure is not None else None
     stop = stop or threading.Event()

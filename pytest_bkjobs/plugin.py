@@ -435,7 +435,13 @@ def _client_kwargs(session: CassetteSession, item: pytest.Item) -> _ClientKwargs
             + _loopback_hint(session.options.api_url),
             pytrace=False,
         )
-    kwargs["base_url"] = session.options.api_url
+    from ._cassette_session import is_loopback
+    from ._config import DEFAULT_BASE_URL
+
+    # Through a local fake, the client keeps the real API's URL (the cassette router sends its
+    # requests on to the fake): the cassette then never holds the fake's random port.
+    api_url = session.options.api_url
+    kwargs["base_url"] = DEFAULT_BASE_URL if is_loopback(api_url) else api_url
     return kwargs
 
 
@@ -526,22 +532,11 @@ def bk_build_context(request: pytest.FixtureRequest) -> BuildContext:
 # -- reporting ----------------------------------------------------------------------------------
 
 
-def _is_loopback(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _loopback_hint(api_url: str) -> str:
     """For a local server (``bkjobs fake-server``): the fake's own token and org will do."""
-    if not _is_loopback(api_url):
+    from ._cassette_session import is_loopback
+
+    if not is_loopback(api_url):
         return ""
     return (
         f"; {api_url} is a local server: for `bkjobs fake-server` set"

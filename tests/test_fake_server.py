@@ -445,3 +445,15 @@ def test_control_routes_are_not_recorded(fake: FakeBuildkite, server: str) -> No
     assert httpx.post(root + "/__fake__/reset").json() == {"message": "reset"}
     assert httpx.get(root + "/__fake__/nope").status_code == 404
     assert fake.requests == []
+
+
+def test_a_stepping_clock_gives_the_same_sample_timestamps_every_time() -> None:
+    from pytest_bkjobs.fake import SteppingClock
+
+    first, second = (FakeBuildkite(clock=SteppingClock()) for _ in range(2))
+    jobs = [f.client().list_jobs(f.sample_build().pipeline, 1).items for f in (first, second)]
+    stamps = [[j.raw.get("created_at") for j in page] for page in jobs]
+    assert stamps[0] == stamps[1]
+    given = [s for s in stamps[0] if s]
+    assert given
+    assert all(s.startswith("2026-01-01T00:0") for s in given)

@@ -463,3 +463,38 @@ def test_links_recorded_through_another_server_point_at_the_client_base_url(
     assert all(served not in json.dumps(r) for r in responses)
     assert "https://api.buildkite.com/v2/organizations/" in json.dumps(responses[0])
     pytester.runpytest(*QUICK).assert_outcomes(passed=1)
+
+
+def test_recording_through_a_local_fake_keeps_its_port_out_of_the_cassette(
+    pytester: pytest.Pytester, fake: FakeBuildkite
+) -> None:
+    job_id = fake.sample_build().job_ids["passed"]
+    pytester.makepyfile(
+        test_port=f"""
+        def test_get(bk_client):
+            assert bk_client.get_job({job_id!r}).id == {job_id!r}
+        """
+    )
+    with fake.serve() as url:
+        result = pytester.runpytest(*QUICK, "--bk-record", "--bk-api-url", url)
+    result.assert_outcomes(passed=1)
+    (text,) = cassettes(pytester).values()
+    port = url.split(":")[2].split("/")[0]
+    assert port not in text
+    data = json.loads(text)
+    assert data["base_url"] == "https://api.buildkite.com/v2"
+    assert data["recorded_against"] == "http://127.0.0.1:<port>/v2"
+    (ix,) = data["interactions"]
+    assert ix["request"]["uri"].startswith("https://api.buildkite.com/v2/organizations/acme/")
+    pytester.runpytest(*QUICK).assert_outcomes(passed=1)  # replays with no server
+    pytester.makepyfile(test_port="def test_get(bk_client):\n    bk_client.get_job('other')\n")
+    miss = pytester.runpytest(*QUICK)
+    miss.assert_outcomes(failed=1)
+    miss.stdout.fnmatch_lines(
+        [
+            "E *To re-record this test: pytest --bk-record --bk-api-url URL"
+            " 'test_port.py::test_get'  (recorded against a local server,"
+            " http://127.0.0.1:<port>/v2: start it again, e.g."
+            " `bkjobs fake-server --sample`, and pass the URL it prints)"
+        ]
+    )
