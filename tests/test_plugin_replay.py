@@ -800,5 +800,6 @@ def test_recording_against_a_local_server_without_a_token_suggests_the_fakes(
             " BUILDKITE_API_TOKEN=fake-token (or the token it printed)*",
         ]
     )
-    assert result.stdout.str().count("BUILDKITE_API_TOKEN=fake-token") == 2  # test_a and test_b
+    # test_a and test_b each say it (the short summary may repeat it, depending on its width).
+    assert result.stdout.str().count("BUILDKITE_API_TOKEN=fake-token") >= 2
     result.stdout.fnmatch_lines(["bkjobs: cassettes 2 with errors; 0 interaction(s) unused"])
