@@ -208,15 +208,17 @@ def _join(base: httpx.URL, link: str) -> str:
         return link  # refused with a clear message if it is ever followed
 
 
-def _page_from(response: httpx.Response) -> JobsPage:
-    page = _with_context(JobsPage.from_api)(response)
-    # A relative link is relative to the page it came in, as in a browser.
+_parse_page_body = _with_context(JobsPage.from_api)
+
+
+def parse_page(response: httpx.Response) -> JobsPage:
+    """Parse a listing, resolving relative links against the page they came in (as a browser)."""
+    page = _parse_page_body(response)
     links = {k: _join(response.request.url, v) for k, v in page.links.items()}
     return JobsPage(items=page.items, links=links)
 
 
 parse_job = _with_context(Job.from_api)
-parse_page = _page_from
 parse_log = _with_context(JobLog.from_api)
 
 
