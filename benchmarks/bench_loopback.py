@@ -1,14 +1,17 @@
-"""B5-B7: the client against the fake Buildkite served on 127.0.0.1 by this process."""
+"""B5-B7: the client against the fake Buildkite served on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from bench_util import PYTHON, Row, bench_env, fmt_s, median, run
@@ -16,14 +19,53 @@ from bench_util import PYTHON, Row, bench_env, fmt_s, median, run
 PIPELINE = "bench"
 MIB = 1024 * 1024
 
-# -- B5: iter_jobs ------------------------------------------------------------------------------
-
-
-def _seed_build(fake: object, jobs: int, **fields: object) -> int:
-    build: int = fake.add_build(PIPELINE)  # type: ignore[attr-defined]
+_SERVER = """
+import json, sys
+from pytest_bkjobs.fake import FakeBuildkite, SyntheticLog
+pipeline, spec = sys.argv[1], json.loads(sys.argv[2])
+fake = FakeBuildkite()
+info = {"token": fake.token, "org": fake.org}
+for name, jobs in spec.get("builds", {}).items():
+    info[name] = build = fake.add_build(pipeline)
     for i in range(jobs):
-        fake.add_job(PIPELINE, build, name=f"job {i}", **fields)  # type: ignore[attr-defined]
-    return build
+        fake.add_job(pipeline, build, name=f"job {i}")
+if "log_bytes" in spec:
+    build = fake.add_build(pipeline)
+    info["job"] = fake.add_job(pipeline, build, state="passed", log=SyntheticLog(spec["log_bytes"]))
+with fake.serve() as base_url:
+    info["base_url"] = base_url
+    print(json.dumps(info), flush=True)
+    sys.stdin.read()  # serve until the benchmark closes our stdin
+"""
+
+
+@contextlib.contextmanager
+def fake_server_process(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The fake in a child process: the server's work never shares a GIL with the timed side."""
+    proc = subprocess.Popen(
+        [PYTHON, "-c", _SERVER, PIPELINE, json.dumps(spec)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=bench_env(),
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fake server did not start (exit status {proc.wait()})")
+        yield json.loads(line)  # type: ignore[no-any-return]
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- B5: iter_jobs ------------------------------------------------------------------------------
 
 
 def _plain_httpx(base_url: str, token: str, org: str, build: int) -> int:
@@ -73,26 +115,22 @@ def _peak_mib(base_url: str, token: str, org: str, build: int) -> float:
 
 
 def rows_b5(jobs: int, repeats: int) -> list[Row]:
-    from pytest_bkjobs.fake import FakeBuildkite
-
-    fake = FakeBuildkite()
-    build = _seed_build(fake, jobs)
-    small = _seed_build(fake, max(300, jobs // 4))
     ours_t: list[float] = []
     base_t: list[float] = []
-    with fake.serve() as base_url:
-        args = (base_url, fake.token, fake.org)
+    spec = {"builds": {"big": jobs, "small": max(300, jobs // 4)}}
+    with fake_server_process(spec) as server:
+        args = (server["base_url"], server["token"], server["org"])
         for _ in range(repeats):
             for fn, times in ((_ours, ours_t), (_plain_httpx, base_t)):
                 start = time.perf_counter()
-                count = fn(*args, build)
+                count = fn(*args, server["big"])
                 times.append(time.perf_counter() - start)
                 if count != jobs:
                     raise RuntimeError(f"{fn.__name__} saw {count} jobs, expected {jobs}")
         # Memory: the peak while iterating the big build vs one a quarter of its size (both
         # several pages): flat means the peak does not grow with the number of pages.
-        peak_big = _peak_mib(*args, build)
-        peak_small = _peak_mib(*args, small)
+        peak_big = _peak_mib(*args, server["big"])
+        peak_small = _peak_mib(*args, server["small"])
     ours, base = median(ours_t), median(base_t)
     ratio = ours / base
     flat = peak_big <= 1.5 * peak_small
@@ -227,8 +265,6 @@ def _curl(url: str, token: str, dest: Path) -> float:
 
 
 def rows_b7(size_mib: int, repeats: int) -> list[Row]:
-    from pytest_bkjobs.fake import FakeBuildkite, SyntheticLog
-
     what = f"`download_job_log` of a {size_mib} MiB log, fake on loopback"
     target = ">= 0.7x curl's throughput; peak RSS growth < 64 MiB"
     if shutil.which("curl") is None:
@@ -236,17 +272,18 @@ def rows_b7(size_mib: int, repeats: int) -> list[Row]:
 
         return [skipped("B7", what, target, "curl is not installed")]
     size = size_mib * MIB
-    fake = FakeBuildkite()
-    build = fake.add_build(PIPELINE)
-    job = fake.add_job(PIPELINE, build, state="passed", log=SyntheticLog(size))
     ours_t: list[float] = []
     curl_t: list[float] = []
     growth: list[float] = []
     cpu: list[float] = []  # the download's CPU seconds (the idle child's subtracted)
-    with tempfile.TemporaryDirectory(prefix="bkjobs-bench-log-") as tmp, fake.serve() as base:
+    with (
+        tempfile.TemporaryDirectory(prefix="bkjobs-bench-log-") as tmp,
+        fake_server_process({"log_bytes": size}) as server,
+    ):
+        base, token, org, job = (server[k] for k in ("base_url", "token", "org", "job"))
         dest = Path(tmp) / "job.log"
-        args = [base, fake.token, fake.org, job]
-        url = f"{base}/organizations/{fake.org}/jobs/{job}/log.txt"
+        args = [base, token, org, job]
+        url = f"{base}/organizations/{org}/jobs/{job}/log.txt"
         for _ in range(repeats):
             idle = _download_child(args, dest, do=False)
             result = _download_child(args, dest, do=True)
@@ -256,7 +293,7 @@ def rows_b7(size_mib: int, repeats: int) -> list[Row]:
             ours_t.append(result["seconds"])
             growth.append((result["maxrss_kib"] - idle["maxrss_kib"]) / 1024)
             cpu.append(result["cpu_s"] - idle["cpu_s"])
-            curl_t.append(_curl(url, fake.token, dest))
+            curl_t.append(_curl(url, token, dest))
             if dest.stat().st_size != size:
                 raise RuntimeError("curl downloaded a different size")
             dest.unlink()

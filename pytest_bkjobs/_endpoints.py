@@ -202,6 +202,8 @@ def _with_context(parse: Callable[[Any], T]) -> Callable[[httpx.Response], T]:
 
 
 def _join(base: httpx.URL, link: str) -> str:
+    if link.startswith(("https://", "http://")):
+        return link  # absolute, as Buildkite sends them: nothing to resolve, kept as given
     try:
         return str(base.join(link))
     except (httpx.InvalidURL, ValueError):

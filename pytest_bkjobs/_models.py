@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -141,6 +142,16 @@ _TIME = re.compile(
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n", ""}
 
+_STATES: dict[str, JobState] = {state.value: state for state in JobState}
+
+
+def _from_iso_z_py310(value: str) -> datetime:
+    return datetime.fromisoformat(value[:-1] + "+00:00")
+
+
+# Python 3.11 reads the trailing "Z" itself, twice as fast as rewriting it to "+00:00".
+_from_iso_z = datetime.fromisoformat if sys.version_info >= (3, 11) else _from_iso_z_py310
+
 
 def parse_time(value: Any) -> datetime | None:
     """Parse ISO-8601 or the legacy ``2015-04-23 16:55:52 UTC`` form to an aware datetime."""
@@ -151,7 +162,7 @@ def parse_time(value: Any) -> datetime | None:
     # shapes parse the same on every supported Python.
     if len(value) in (20, 24, 27) and value[-1] == "Z" and value[10] == "T":
         try:
-            return datetime.fromisoformat(value[:-1] + "+00:00")
+            return _from_iso_z(value)
         except ValueError:
             pass
     match = _TIME.match(value.strip())
@@ -227,10 +238,13 @@ def parse_state(value: Any) -> JobState | None:
     """Map a state string to ``JobState``; unknown strings become ``JobState.UNKNOWN``."""
     if not isinstance(value, str) or not value:
         return None
-    try:
-        return JobState(value.lower())
-    except ValueError:
-        return JobState.UNKNOWN
+    # A dict lookup, not JobState(value): the Enum call costs a microsecond a job in listings.
+    state = _STATES.get(value)
+    return state if state is not None else _STATES.get(value.lower(), JobState.UNKNOWN)
+
+
+def _bool(value: Any) -> bool | None:
+    return value if value is None or type(value) is bool else parse_bool(value)
 
 
 @dataclass(frozen=True)
@@ -346,40 +360,69 @@ class Job:
     @classmethod
     def from_api(cls, data: Any) -> Job:
         """Parse a job object; raises ``InvalidResponseError`` if it is not one."""
-        if not isinstance(data, Mapping):
+        # `type(...) is dict` first: JSON gives dicts, and the Mapping ABC check is slower.
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise InvalidResponseError(
                 f"expected a job object, got {type(data).__name__}", body=data
             )
         get = data.get
-        job_id = _str(get("id"))
+        job_id = get("id")
+        if type(job_id) is not str:
+            job_id = _str(job_id)
         if not job_id:
             raise InvalidResponseError("job object has no 'id'", body=dict(data))
-        # Field groups by kind, parsed in comprehensions: listings parse thousands of jobs.
-        fields: dict[str, Any] = {name: _str(get(name)) for name in _STR_FIELDS}
-        fields.update({name: parse_time(get(name)) for name in _TIME_FIELDS})
-        fields.update({name: parse_int(get(name)) for name in _INT_FIELDS})
-        fields.update({name: _dict(get(name)) for name in _DICT_FIELDS})
+        # Field groups by kind, parsed in comprehensions that test the common case (null, or
+        # already the right type) inline: listings parse thousands of jobs, and a call per
+        # field was half the parse.
+        fields: dict[str, Any] = {
+            name: value if (value := get(name)) is None or type(value) is str else _str(value)
+            for name in _STR_FIELDS
+        }
+        fields.update(
+            {
+                name: None if (value := get(name)) is None else parse_time(value)
+                for name in _TIME_FIELDS
+            }
+        )
+        fields.update(
+            {
+                name: value
+                if (value := get(name)) is None or type(value) is int
+                else parse_int(value)
+                for name in _INT_FIELDS
+            }
+        )
+        fields.update(
+            {name: None if (value := get(name)) is None else _dict(value) for name in _DICT_FIELDS}
+        )
         step = get("step")
+        if type(step) is not dict and not isinstance(step, Mapping):
+            step = {}
         priority = get("priority")
         rules = get("agent_query_rules")
+        retry_source = get("retry_source")
+        retried_by = get("retried_by")
+        unblocked_by = get("unblocked_by")
         fields.update(
             id=job_id,
             state=parse_state(get("state")),
-            step_id=_str(step.get("id")) if isinstance(step, Mapping) else None,
-            step_signature=_dict(step.get("signature")) if isinstance(step, Mapping) else None,
+            step_id=_str(step.get("id")),
+            step_signature=_dict(step.get("signature")),
             priority=parse_int(priority.get("number"))
-            if isinstance(priority, Mapping)
+            if type(priority) is dict or isinstance(priority, Mapping)
             else parse_int(priority),
             agent_query_rules=tuple(str(r) for r in rules)
-            if isinstance(rules, Sequence) and not isinstance(rules, str)
+            if rules
+            and (type(rules) is list or isinstance(rules, Sequence))
+            and not isinstance(rules, str)
             else (),
-            soft_failed=parse_bool(get("soft_failed")),
-            retried=bool(parse_bool(get("retried"))),
-            retry_source=RetrySource.from_api(get("retry_source")),
-            retried_by=User.from_api(get("retried_by")),
-            unblocked_by=User.from_api(get("unblocked_by")),
-            unblockable=parse_bool(get("unblockable")),
-            is_async=parse_bool(get("async")),
+            soft_failed=_bool(get("soft_failed")),
+            retried=bool(_bool(get("retried"))),
+            retry_source=None if retry_source is None else RetrySource.from_api(retry_source),
+            retried_by=None if retried_by is None else User.from_api(retried_by),
+            unblocked_by=None if unblocked_by is None else User.from_api(unblocked_by),
+            unblockable=_bool(get("unblockable")),
+            is_async=_bool(get("async")),
             raw=dict(data),
         )
         # A frozen dataclass's __init__ sets ~50 fields one object.__setattr__ at a time, a
