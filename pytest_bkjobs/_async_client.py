@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -26,10 +27,24 @@ from ._client_base import (
 )
 from ._config import DEFAULT_BASE_URL, masked, settings_from_env
 from ._errors import ConfigurationError
-from ._files import atomic_writer, check_destination
+from ._files import AtomicFile, check_destination
 from ._models import Job, JobLog, JobsPage
 
 __all__ = ["AsyncJobsClient"]
+
+#: download_job_log hands chunks to its disk thread in batches of about this many bytes.
+_WRITE_BATCH = 1024 * 1024
+
+
+async def _on_disk_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking file work in a thread; on cancel, let it finish so cleanup never races it."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await work
+        raise
 
 
 class AsyncJobsClient(_BaseClient):
@@ -289,15 +304,27 @@ class AsyncJobsClient(_BaseClient):
     ) -> int:
         """Stream the raw log into ``dest`` atomically; returns the bytes written."""
         check_destination(dest)
-        written = 0
         async with self.stream_job_log(
             job_id, pipeline=pipeline, build=build, chunk_size=None
         ) as chunks:
-            with atomic_writer(dest) as handle:
+            # Disk work runs in a worker thread to keep the event loop free, in batches of
+            # about a MiB: a hop per 64 KiB chunk would cost more than the writes.
+            file = AtomicFile(dest)  # quick (an open), and never left half-made by a cancel
+            try:
+                batch: list[bytes] = []
+                size = 0
                 async for chunk in chunks:
-                    await asyncio.to_thread(handle.write, chunk)  # keep the event loop free
-                    written += len(chunk)
-        return written
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= _WRITE_BATCH:
+                        await _on_disk_thread(file.writelines, batch)
+                        batch, size = [], 0
+                await _on_disk_thread(file.writelines, batch)
+                await _on_disk_thread(file.commit)
+            except BaseException:
+                file.discard()
+                raise
+        return file.written
 
     async def delete_job_log(
         self, job_id: str, *, pipeline: str | None = None, build: int | str | None = None

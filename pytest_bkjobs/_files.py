@@ -6,7 +6,8 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,25 +30,92 @@ def check_destination(dest: str | os.PathLike[str]) -> Path:
     return path
 
 
+#: Every this many bytes, ask the kernel to start writing the file to disk (see below).
+WRITEBACK_STEP = 8 * 1024 * 1024
+
+
+class AtomicFile:
+    """A new file beside ``dest`` that replaces it on ``commit()`` and vanishes on ``discard()``."""
+
+    def __init__(self, dest: str | os.PathLike[str]) -> None:
+        self.path = check_destination(dest)
+        self.written = 0
+        self._writeback_from = 0
+        self._committed = False
+        self._tmp = str(self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.part")
+        # os.open with 0o666 lets the umask decide, as for any new file (mkstemp forces 0600).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(self._tmp, flags, 0o666)
+        try:
+            if self.path.exists():
+                os.chmod(self._tmp, stat.S_IMODE(self.path.stat().st_mode))
+            self._file: BinaryIO = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(self._tmp)
+            raise
+
+    def write(self, data: bytes) -> int:
+        """Append ``data``; returns its length."""
+        count = self._file.write(data)
+        self.written += count
+        if self.written - self._writeback_from >= WRITEBACK_STEP:
+            self._start_writeback()
+        return count
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        """Append every chunk (one call, for one hop to a worker thread per batch)."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _start_writeback(self) -> None:
+        # Linux starts writing the range to disk and returns without waiting (dirty pages stay
+        # cached), so the fsync in commit() waits for the last few MiB, not the whole file: a
+        # 256 MiB log commits in a fraction of the time. Only a hint: elsewhere, a no-op.
+        self._file.flush()
+        if _fadvise is not None:
+            with contextlib.suppress(OSError):
+                _fadvise(
+                    self._file.fileno(),
+                    self._writeback_from,
+                    self.written - self._writeback_from,
+                    os.POSIX_FADV_DONTNEED,
+                )
+        self._writeback_from = self.written
+
+    def commit(self) -> None:
+        """Make the data durable, then rename it over ``dest``; on error nothing is left."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        self._committed = True
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (``dest`` is untouched); safe to call twice."""
+        self._file.close()
+        if not self._committed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+
+
+_fadvise = getattr(os, "posix_fadvise", None) if sys.platform.startswith("linux") else None
+
+
 @contextlib.contextmanager
-def atomic_writer(dest: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_writer(dest: str | os.PathLike[str]) -> Iterator[AtomicFile]:
     """Yield a file to write; on success it replaces ``dest``, on error nothing is left."""
-    path = check_destination(dest)
-    tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.part")
-    # os.open with 0o666 lets the umask decide, as for any new file (mkstemp would force 0600).
-    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    file = AtomicFile(dest)
     try:
-        if path.exists():
-            os.chmod(tmp_name, stat.S_IMODE(path.stat().st_mode))
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        yield file
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+        file.discard()
         raise
+    file.commit()
 
 
 def write_atomic(dest: str | os.PathLike[str], data: bytes) -> None:

@@ -289,15 +289,13 @@ class JobsClient(_BaseClient):
     ) -> int:
         """Stream the raw log into ``dest`` atomically; returns the bytes written."""
         check_destination(dest)
-        written = 0
         with (
             self.stream_job_log(job_id, pipeline=pipeline, build=build, chunk_size=None) as chunks,
-            atomic_writer(dest) as handle,
+            atomic_writer(dest) as file,
         ):
             for chunk in chunks:
-                handle.write(chunk)
-                written += len(chunk)
-        return written
+                file.write(chunk)
+        return file.written
 
     def delete_job_log(
         self, job_id: str, *, pipeline: str | None = None, build: int | str | None = None
