@@ -20,7 +20,13 @@ def check_destination(dest: str | os.PathLike[str]) -> Path:
         raise InvalidArgumentError(f"destination must be a file path, got {dest!r}")
     path = Path(dest)
     if path.is_symlink():
-        path = path.resolve()  # write where the link points, as `curl -o` would
+        with contextlib.suppress(OSError, RuntimeError):  # a loop: RuntimeError before 3.13
+            path = path.resolve()  # write where the link points, as `curl -o` would
+        if path.is_symlink():
+            raise InvalidArgumentError(
+                f"destination {str(dest)!r} is a symbolic link that never reaches a file"
+                " (a loop); give a file path"
+            )
     if path.is_dir():
         raise InvalidArgumentError(f"destination {str(path)!r} is a directory; give a file path")
     if not path.parent.is_dir():
@@ -97,10 +103,15 @@ class AtomicFile:
 
     def discard(self) -> None:
         """Close and remove the temporary file (``dest`` is untouched); safe to call twice."""
-        self._file.close()
-        if not self._committed:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._tmp)
+        try:
+            # Closing flushes the write buffer, which fails again on a full disk: the data is
+            # dropped anyway, and the temporary file must go all the same.
+            with contextlib.suppress(OSError):
+                self._file.close()
+        finally:
+            if not self._committed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._tmp)
 
 
 _fadvise = getattr(os, "posix_fadvise", None) if sys.platform.startswith("linux") else None
