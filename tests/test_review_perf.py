@@ -87,3 +87,47 @@ def test_a_symlink_loop_destination_is_a_clear_error(make_client: Any, tmp_path:
     with pytest.raises(InvalidArgumentError, match="symbolic link"):
         client.download_job_log(JOB_ID, tmp_path / "a")
     assert _names(tmp_path) == ["a", "b"]
+
+
+def test_ctrl_c_mid_download_keeps_the_old_file_and_leaves_no_temporary(
+    make_client: Any, tmp_path: Path
+) -> None:
+    def interrupted() -> Any:
+        yield b"a" * 5000
+        raise KeyboardInterrupt
+
+    dest = tmp_path / "job.log"
+    dest.write_bytes(b"previous")
+    client = make_client(lambda request: httpx.Response(200, stream=_IterStream(interrupted())))
+    with pytest.raises(KeyboardInterrupt):
+        client.download_job_log(JOB_ID, dest)
+    assert _names(tmp_path) == ["job.log"]
+    assert dest.read_bytes() == b"previous"
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_a_failed_commit_of_a_download_keeps_the_old_file(
+    make_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    def broken(*args: Any) -> None:
+        raise OSError(errno.EIO, f"Input/output error in {failing}")
+
+    dest = tmp_path / "job.log"
+    dest.write_bytes(b"previous")
+    client = make_client(lambda request: httpx.Response(200, stream=_IterStream([b"new"] * 3)))
+    monkeypatch.setattr(os, failing, broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        client.download_job_log(JOB_ID, dest)
+    assert _names(tmp_path) == ["job.log"]
+    assert dest.read_bytes() == b"previous"
+
+
+def test_an_empty_log_replaces_the_destination_with_an_empty_file(
+    make_client: Any, tmp_path: Path
+) -> None:
+    dest = tmp_path / "job.log"
+    dest.write_bytes(b"previous")
+    client = make_client(lambda request: httpx.Response(200, content=b""))
+    assert client.download_job_log(JOB_ID, dest) == 0
+    assert dest.read_bytes() == b""
+    assert _names(tmp_path) == ["job.log"]
