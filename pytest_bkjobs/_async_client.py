@@ -42,8 +42,11 @@ async def _on_disk_thread(fn: Callable[..., T], *args: Any) -> T:
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await work
+        # A thread cannot be interrupted: wait for it (through further cancels too), so the
+        # caller's cleanup never closes or removes a file the thread is still writing.
+        while not work.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([work])
         raise
 
 
@@ -320,6 +323,8 @@ class AsyncJobsClient(_BaseClient):
                         await _on_disk_thread(file.writelines, batch)
                         batch, size = [], 0
                 await _on_disk_thread(file.writelines, batch)
+                # A cancel from here on lets the commit end: dest then holds the whole log
+                # although the call raises CancelledError (whole or old, never half a file).
                 await _on_disk_thread(file.commit)
             except BaseException:
                 file.discard()

@@ -194,9 +194,13 @@ class _BaseClient:
 
     def _status_error(self, response: httpx.Response, waited: float = 0.0) -> Exception:
         info = rate_limit_info(response) if response.status_code == 429 else None
+        content = response.content
+        secret = self._token.reveal().encode()
+        if len(secret) >= MIN_SCRUB_LENGTH and secret in content:
+            content = content.replace(secret, b"***")  # a proxy or server echoing our headers
         error = error_for_status(
             response.status_code,
-            response.content,
+            content,
             method=response.request.method,
             url=str(response.request.url),
             scope=info.scope if info else None,

@@ -41,21 +41,33 @@ WRITEBACK_STEP = 8 * 1024 * 1024
 
 
 class AtomicFile:
-    """A new file beside ``dest`` that replaces it on ``commit()`` and vanishes on ``discard()``."""
+    """A temporary file that replaces ``dest`` on ``commit()`` (a device or FIFO: written into)."""
 
     def __init__(self, dest: str | os.PathLike[str]) -> None:
-        self.path = check_destination(dest)
+        # Absolute, so that a chdir while a long download runs cannot misplace the rename.
+        self.path = check_destination(dest).absolute()
         self.written = 0
         self._writeback_from = 0
         self._committed = False
+        try:
+            existing: os.stat_result | None = os.stat(dest)  # through links, as open() goes
+        except (FileNotFoundError, NotADirectoryError):
+            existing = None
+        self._direct = existing is not None and not stat.S_ISREG(existing.st_mode)
+        if self._direct:
+            # /dev/null, /dev/stdout, a FIFO: nothing to replace atomically, and a rename over
+            # one would destroy it (as root, /dev/null itself): write into it, as `curl -o` does.
+            self._tmp = os.fspath(dest)
+            self._file: BinaryIO = open(dest, "wb")  # noqa: SIM115 (closed by commit/discard)
+            return
         self._tmp = str(self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.part")
         # os.open with 0o666 lets the umask decide, as for any new file (mkstemp forces 0600).
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         fd = os.open(self._tmp, flags, 0o666)
         try:
-            if self.path.exists():
-                os.chmod(self._tmp, stat.S_IMODE(self.path.stat().st_mode))
-            self._file: BinaryIO = os.fdopen(fd, "wb")
+            if existing is not None:
+                os.chmod(self._tmp, stat.S_IMODE(existing.st_mode))
+            self._file = os.fdopen(fd, "wb")
         except BaseException:
             os.close(fd)
             os.unlink(self._tmp)
@@ -65,7 +77,7 @@ class AtomicFile:
         """Append ``data``; returns its length."""
         count = self._file.write(data)
         self.written += count
-        if self.written - self._writeback_from >= WRITEBACK_STEP:
+        if self.written - self._writeback_from >= WRITEBACK_STEP and not self._direct:
             self._start_writeback()
         return count
 
@@ -93,9 +105,11 @@ class AtomicFile:
         """Make the data durable, then rename it over ``dest``; on error nothing is left."""
         try:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if not self._direct:
+                os.fsync(self._file.fileno())
             self._file.close()
-            os.replace(self._tmp, self.path)
+            if not self._direct:
+                os.replace(self._tmp, self.path)
         except BaseException:
             self.discard()
             raise
@@ -109,7 +123,7 @@ class AtomicFile:
             with contextlib.suppress(OSError):
                 self._file.close()
         finally:
-            if not self._committed:
+            if not self._committed and not self._direct:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._tmp)
 

@@ -306,3 +306,16 @@ def test_retries_are_logged_without_the_token(
     make_client(Script(httpx.Response(503), ok())).get_job("j1")
     assert "503 answer; sending again" in caplog.text
     assert TOKEN not in caplog.text
+
+
+def test_a_token_echoed_in_an_error_body_is_scrubbed(make_client: ClientFactory) -> None:
+    def echo(request: httpx.Request) -> httpx.Response:
+        # A misconfigured proxy that echoes the request headers in its error page.
+        body = {"message": f"denied; you sent {request.headers['authorization']}"}
+        return httpx.Response(401, json=body)
+
+    with pytest.raises(AuthenticationError) as caught:
+        make_client(echo).get_job("some-job")
+    for shown in (str(caught.value), repr(caught.value), repr(caught.value.body)):
+        assert TOKEN not in shown
+    assert "Bearer ***" in str(caught.value)

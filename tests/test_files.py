@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -142,4 +144,92 @@ def test_download_failure_after_a_batch_leaves_no_file(make_client: Any, tmp_pat
     client = make_client(drop_after_two_mib, max_retries=0)
     with pytest.raises(Exception, match="connection failed while reading"):
         client.download_job_log(JOB_ID, tmp_path / "job.log")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fifo_destination_is_written_into_not_replaced(make_client: Any, tmp_path: Path) -> None:
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout-like"
+    link.symlink_to(fifo)  # as /dev/stdout points at the terminal or a pipe
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    body = b"line\n" * 50_000
+    try:
+        written = make_client(lambda request: httpx.Response(200, content=body)).download_job_log(
+            JOB_ID, link
+        )
+        still_a_fifo = stat.S_ISFIFO(fifo.stat().st_mode)
+    finally:
+        if reader.is_alive() and stat.S_ISFIFO(fifo.lstat().st_mode):
+            fifo.write_bytes(b"")  # nobody wrote into it: let the reader go
+        reader.join(timeout=10)
+    assert still_a_fifo  # not replaced by a regular file
+    assert written == len(body)
+    assert received == [body]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.fifo", "stdout-like"]
+
+
+def test_a_chdir_during_a_download_does_not_misplace_the_file(
+    make_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "start").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "start")
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b"first half, "
+        os.chdir(tmp_path / "elsewhere")  # another thread of the program moves the process
+        yield b"second half"
+
+    client = make_client(lambda request: httpx.Response(200, stream=_IterStream(chunks())))
+    client.download_job_log(JOB_ID, "job.log")
+    assert (tmp_path / "start" / "job.log").read_bytes() == b"first half, second half"
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_cancel_waits_for_the_disk_write_in_flight_even_when_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "job.log"
+    writing = threading.Event()
+    release = threading.Event()
+    events: list[str] = []
+    real_writelines = AtomicFile.writelines
+    real_discard = AtomicFile.discard
+
+    def slow_writelines(self: AtomicFile, chunks: Any) -> None:
+        writing.set()
+        release.wait(10)
+        real_writelines(self, chunks)
+        events.append("write done")
+
+    def discard(self: AtomicFile) -> None:
+        events.append("discard")
+        real_discard(self)
+
+    monkeypatch.setattr(AtomicFile, "writelines", slow_writelines)
+    monkeypatch.setattr(AtomicFile, "discard", discard)
+
+    class Stream(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            for _ in range(32):
+                yield b"z" * 65536  # 2 MiB: the first batch goes to the disk thread
+
+    async def main() -> None:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=Stream()))
+        async with AsyncJobsClient(token=TOKEN, org=ORG, transport=transport) as client:
+            task = asyncio.create_task(client.download_job_log(JOB_ID, dest))
+            await asyncio.to_thread(writing.wait, 10)
+            task.cancel()
+            await asyncio.sleep(0.01)
+            task.cancel()  # a second cancel must not cut the wait short
+            await asyncio.sleep(0.01)
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    assert events == ["write done", "discard"]
     assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pytest_bkjobs import InvalidResponseError, Job, JobLog, JobsPage, JobState
+from pytest_bkjobs._models import parse_time
 from tests.conftest import FIXTURES, load_json
 
 
@@ -231,3 +232,12 @@ def test_from_api_sets_every_field_and_equals_the_constructor():
     assert set(job.__dict__) == {f.name for f in dataclasses.fields(Job)}
     assert job == Job(id="x")
     assert repr(job) == repr(Job(id="x"))
+
+
+def test_a_week_date_is_not_a_timestamp_on_any_python() -> None:
+    # The fast path reads a trailing "Z" with fromisoformat, which on 3.11+ also takes ISO week
+    # dates; the regex (and 3.10) do not, and the result must not depend on the Python.
+    assert parse_time("2015-W17-4T16:55:52Z") is None
+    assert parse_time("2015-04-23T16:55:52Z") == datetime(
+        2015, 4, 23, 16, 55, 52, tzinfo=timezone.utc
+    )
