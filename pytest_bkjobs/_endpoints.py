@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from ._errors import InvalidArgumentError, InvalidResponseError, excerpt
-from ._models import FILTER_STATES, Job, JobLog, JobsPage
+from ._models import FILTER_STATES, Job, JobLog, JobsPage, parse_owned_job, parse_owned_page
 
 T = TypeVar("T")
 
@@ -210,7 +210,7 @@ def _join(base: httpx.URL, link: str) -> str:
         return link  # refused with a clear message if it is ever followed
 
 
-_parse_page_body = _with_context(JobsPage.from_api)
+_parse_page_body = _with_context(parse_owned_page)
 
 
 def parse_page(response: httpx.Response) -> JobsPage:
@@ -220,7 +220,7 @@ def parse_page(response: httpx.Response) -> JobsPage:
     return JobsPage(items=page.items, links=links)
 
 
-parse_job = _with_context(Job.from_api)
+parse_job = _with_context(parse_owned_job)
 parse_log = _with_context(JobLog.from_api)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -360,76 +360,80 @@ class Job:
     @classmethod
     def from_api(cls, data: Any) -> Job:
         """Parse a job object; raises ``InvalidResponseError`` if it is not one."""
-        # `type(...) is dict` first: JSON gives dicts, and the Mapping ABC check is slower.
-        if type(data) is not dict and not isinstance(data, Mapping):
+        if not isinstance(data, Mapping):
             raise InvalidResponseError(
                 f"expected a job object, got {type(data).__name__}", body=data
             )
-        get = data.get
-        job_id = get("id")
-        if type(job_id) is not str:
-            job_id = _str(job_id)
-        if not job_id:
-            raise InvalidResponseError("job object has no 'id'", body=dict(data))
-        # Field groups by kind, parsed in comprehensions that test the common case (null, or
-        # already the right type) inline: listings parse thousands of jobs, and a call per
-        # field was half the parse.
-        fields: dict[str, Any] = {
-            name: value if (value := get(name)) is None or type(value) is str else _str(value)
-            for name in _STR_FIELDS
+        return _parse_job(cls, dict(data))  # a copy: the caller may change theirs later
+
+
+def parse_owned_job(data: Any) -> Job:
+    """``Job.from_api`` for a dict fresh from JSON that nobody else holds: it becomes ``raw``."""
+    return _parse_job(Job, data) if type(data) is dict else Job.from_api(data)
+
+
+def _parse_job(cls: type[Job], data: dict[str, Any]) -> Job:
+    """Parse a job dict, which becomes the job's ``raw`` as it is."""
+    get = data.get
+    job_id = get("id")
+    if type(job_id) is not str:
+        job_id = _str(job_id)
+    if not job_id:
+        raise InvalidResponseError("job object has no 'id'", body=data)
+    # Field groups by kind, parsed in comprehensions that test the common case (null, or
+    # already the right type) inline: listings parse thousands of jobs, and a call per
+    # field was half the parse.
+    fields: dict[str, Any] = {
+        name: value if (value := get(name)) is None or type(value) is str else _str(value)
+        for name in _STR_FIELDS
+    }
+    fields.update(
+        {name: None if (value := get(name)) is None else parse_time(value) for name in _TIME_FIELDS}
+    )
+    fields.update(
+        {
+            name: value if (value := get(name)) is None or type(value) is int else parse_int(value)
+            for name in _INT_FIELDS
         }
-        fields.update(
-            {
-                name: None if (value := get(name)) is None else parse_time(value)
-                for name in _TIME_FIELDS
-            }
-        )
-        fields.update(
-            {
-                name: value
-                if (value := get(name)) is None or type(value) is int
-                else parse_int(value)
-                for name in _INT_FIELDS
-            }
-        )
-        fields.update(
-            {name: None if (value := get(name)) is None else _dict(value) for name in _DICT_FIELDS}
-        )
-        step = get("step")
-        if type(step) is not dict and not isinstance(step, Mapping):
-            step = {}
-        priority = get("priority")
-        rules = get("agent_query_rules")
-        retry_source = get("retry_source")
-        retried_by = get("retried_by")
-        unblocked_by = get("unblocked_by")
-        fields.update(
-            id=job_id,
-            state=parse_state(get("state")),
-            step_id=_str(step.get("id")),
-            step_signature=_dict(step.get("signature")),
-            priority=parse_int(priority.get("number"))
-            if type(priority) is dict or isinstance(priority, Mapping)
-            else parse_int(priority),
-            agent_query_rules=tuple(str(r) for r in rules)
-            if rules
-            and (type(rules) is list or isinstance(rules, Sequence))
-            and not isinstance(rules, str)
-            else (),
-            soft_failed=_bool(get("soft_failed")),
-            retried=bool(_bool(get("retried"))),
-            retry_source=None if retry_source is None else RetrySource.from_api(retry_source),
-            retried_by=None if retried_by is None else User.from_api(retried_by),
-            unblocked_by=None if unblocked_by is None else User.from_api(unblocked_by),
-            unblockable=_bool(get("unblockable")),
-            is_async=_bool(get("async")),
-            raw=dict(data),
-        )
-        # A frozen dataclass's __init__ sets ~50 fields one object.__setattr__ at a time, a
-        # third of the parse; every field is given here, so fill __dict__ directly.
-        job = object.__new__(cls)
-        job.__dict__.update(fields)
-        return job
+    )
+    fields.update(
+        {name: None if (value := get(name)) is None else _dict(value) for name in _DICT_FIELDS}
+    )
+    step = get("step")
+    if type(step) is not dict and not isinstance(step, Mapping):
+        step = {}
+    priority = get("priority")
+    rules = get("agent_query_rules")
+    retry_source = get("retry_source")
+    retried_by = get("retried_by")
+    unblocked_by = get("unblocked_by")
+    fields.update(
+        id=job_id,
+        state=parse_state(get("state")),
+        step_id=_str(step.get("id")),
+        step_signature=_dict(step.get("signature")),
+        priority=parse_int(priority.get("number"))
+        if type(priority) is dict or isinstance(priority, Mapping)
+        else parse_int(priority),
+        agent_query_rules=tuple(str(r) for r in rules)
+        if rules
+        and (type(rules) is list or isinstance(rules, Sequence))
+        and not isinstance(rules, str)
+        else (),
+        soft_failed=_bool(get("soft_failed")),
+        retried=bool(_bool(get("retried"))),
+        retry_source=None if retry_source is None else RetrySource.from_api(retry_source),
+        retried_by=None if retried_by is None else User.from_api(retried_by),
+        unblocked_by=None if unblocked_by is None else User.from_api(unblocked_by),
+        unblockable=_bool(get("unblockable")),
+        is_async=_bool(get("async")),
+        raw=data,
+    )
+    # A frozen dataclass's __init__ sets ~50 fields one object.__setattr__ at a time, a
+    # third of the parse; every field is given here, so `fields` becomes the __dict__.
+    job = object.__new__(cls)
+    object.__setattr__(job, "__dict__", fields)
+    return job
 
 
 @dataclass(frozen=True)
@@ -482,19 +486,29 @@ class JobsPage:
     @classmethod
     def from_api(cls, data: Any) -> JobsPage:
         """Parse ``{"items": [...], "links": {...}}`` (a bare array is accepted too)."""
-        if isinstance(data, list):
-            items: Any = data
-            links: Any = {}
-        elif isinstance(data, Mapping) and isinstance(data.get("items"), list):
-            items = data["items"]
-            links = data.get("links") or {}
-        else:
-            raise InvalidResponseError(
-                "expected {'items': [...], 'links': {...}} for a job listing", body=data
-            )
-        if not isinstance(links, Mapping):
-            links = {}
-        return cls(
-            items=tuple(Job.from_api(item) for item in items),
-            links={str(k): v for k, v in links.items() if isinstance(v, str)},
+        return _parse_page(cls, data, Job.from_api)
+
+
+def parse_owned_page(data: Any) -> JobsPage:
+    """``JobsPage.from_api`` for a body fresh from JSON: its job dicts become the jobs' ``raw``."""
+    return _parse_page(JobsPage, data, parse_owned_job)
+
+
+def _parse_page(cls: type[JobsPage], data: Any, parse_job: Callable[[Any], Job]) -> JobsPage:
+    """Parse a listing body, each of its jobs with ``parse_job``."""
+    if isinstance(data, list):
+        items: Any = data
+        links: Any = {}
+    elif isinstance(data, Mapping) and isinstance(data.get("items"), list):
+        items = data["items"]
+        links = data.get("links") or {}
+    else:
+        raise InvalidResponseError(
+            "expected {'items': [...], 'links': {...}} for a job listing", body=data
         )
+    if not isinstance(links, Mapping):
+        links = {}
+    return cls(
+        items=tuple(parse_job(item) for item in items),
+        links={str(k): v for k, v in links.items() if isinstance(v, str)},
+    )
