@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -241,3 +242,21 @@ def test_a_week_date_is_not_a_timestamp_on_any_python() -> None:
     assert parse_time("2015-04-23T16:55:52Z") == datetime(
         2015, 4, 23, 16, 55, 52, tzinfo=timezone.utc
     )
+
+
+def test_from_api_keeps_its_own_copy_of_the_payload() -> None:
+    payload = load_json("docs_list_jobs_cursor_paginated.json")
+    item = dict(payload["items"][0])
+    job = Job.from_api(item)
+    page = JobsPage.from_api(payload)
+    item["state"] = "changed by the caller"
+    payload["items"][0]["state"] = "changed by the caller"
+    assert job.raw["state"] == page.items[0].raw["state"] == "passed"
+    assert job.state is page.items[0].state is JobState.PASSED
+
+
+def test_a_listing_parsed_from_json_keeps_every_field_of_each_job(make_client: Any) -> None:
+    payload = load_json("docs_list_jobs_cursor_paginated.json")
+    page = make_client(lambda request: httpx.Response(200, json=payload)).list_jobs("p", 1)
+    assert [job.raw for job in page.items] == payload["items"]
+    assert page.items[0] == Job.from_api(payload["items"][0])
