@@ -19,6 +19,13 @@ def check_destination(dest: str | os.PathLike[str]) -> Path:
     if not isinstance(dest, (str, os.PathLike)):
         raise InvalidArgumentError(f"destination must be a file path, got {dest!r}")
     path = Path(dest)
+    text = os.fspath(dest)
+    if text.endswith(("/", os.sep)) and not path.is_dir():
+        # Path() drops the slash: without this, "out.log/" would replace the file out.log.
+        raise InvalidArgumentError(
+            f"destination {text!r} ends with {text[-1]!r}, which names a folder, and there is"
+            f" no folder {str(path)!r}; give a file path without the trailing {text[-1]!r}"
+        )
     if path.is_symlink():
         with contextlib.suppress(OSError, RuntimeError):  # a loop: RuntimeError before 3.13
             path = path.resolve()  # write where the link points, as `curl -o` would
@@ -63,7 +70,16 @@ class AtomicFile:
         self._tmp = str(self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.part")
         # os.open with 0o666 lets the umask decide, as for any new file (mkstemp forces 0600).
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(self._tmp, flags, 0o666)
+        try:
+            fd = os.open(self._tmp, flags, 0o666)
+        except OSError as exc:  # name the destination, not the temporary file beside it
+            raise type(exc)(
+                exc.errno,
+                f"{exc.strerror}: cannot create a file in {str(self.path.parent)!r} (the data"
+                " goes to a temporary file there, then is renamed); give a path in a writable"
+                " folder",
+                os.fspath(dest),
+            ) from None
         try:
             if existing is not None:
                 os.chmod(self._tmp, stat.S_IMODE(existing.st_mode))

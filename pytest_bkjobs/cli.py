@@ -394,11 +394,21 @@ def _load_plugins(modules: Sequence[str]) -> Callable[[Job, BuildContext], bool 
 
 def check_writable(dest: str) -> None:
     """Fail before any request when ``dest`` cannot be written (a file is created and removed)."""
+    import stat
     import tempfile
 
     from ._files import check_destination
 
     path = check_destination(dest)
+    with contextlib.suppress(OSError):
+        if not stat.S_ISREG(os.stat(dest).st_mode):
+            # /dev/null, a FIFO: written into, not replaced, so its folder (/dev) need not be
+            # writable; the device itself must be.
+            if not os.access(dest, os.W_OK):
+                raise ConfigurationError(
+                    f"cannot write {dest}: permission denied; give a path you can write"
+                )
+            return
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
     except OSError as exc:
