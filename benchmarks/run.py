@@ -1,6 +1,7 @@
 """Run the pytest-bkjobs benchmarks (B1-B7 of issue 7) and print a Markdown table.
 
-Usage: ``python benchmarks/run.py [--quick] [--only B1,B5] [--output FILE]``. Every figure is
+Usage: ``python benchmarks/run.py [--quick | --smoke] [--only B1,B5] [--output FILE]
+[--replay-repeats N]``. Every figure is
 a ratio against a baseline measured in the same run; each side runs ``repeats`` times,
 interleaved, and the median is reported. Results also go to ``benchmarks/results.json``
 (``results-quick.json`` for ``--quick``/``--smoke``).

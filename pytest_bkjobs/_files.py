@@ -36,6 +36,11 @@ def check_destination(dest: str | os.PathLike[str]) -> Path:
             )
     if path.is_dir():
         raise InvalidArgumentError(f"destination {str(path)!r} is a directory; give a file path")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InvalidArgumentError(
+            f"destination folder {str(path.parent)!r} is a file, not a folder; give a path in"
+            " an existing folder"
+        )
     if not path.parent.is_dir():
         raise InvalidArgumentError(
             f"destination folder {str(path.parent)!r} does not exist; create it first"

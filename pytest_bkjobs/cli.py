@@ -258,6 +258,8 @@ def cmd_log(args: argparse.Namespace, where: Where, state: _State) -> int:
             + (" (--json without -o prints the JSON format)" if args.json else "")
             + "; drop --tail, or use --format text"
         )
+    if args.output is not None and not args.output.strip():
+        raise UsageError("-o/--output must not be empty; give a file path, or leave -o out")
     if args.output:
         check_writable(args.output)
     with _client(args, where, state) as client:
@@ -444,6 +446,8 @@ def run_retry_failed(
     from ._retry_model import RetryAbortedError, RetryInterrupted
     from .ci import retry_failed_siblings
 
+    if args.annotate is not None and not args.annotate.strip():
+        raise UsageError("--annotate must not be empty; give a file path, or leave it out")
     if args.annotate:
         check_writable(args.annotate)  # before any retry: the report must not be lost
     aborted: RetryAbortedError | None = None

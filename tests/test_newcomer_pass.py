@@ -112,7 +112,15 @@ def test_cli_log_into_dev_null_needs_no_writable_dev_folder(
     def no_new_files(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(13, "Permission denied")
 
+    real_replace = os.replace
+
+    def never_over_dev_null(src: Any, dst: Any) -> None:
+        # A regression must fail here, not rename a regular file over the machine's /dev/null.
+        assert os.fspath(dst) != os.devnull, "a rename over /dev/null"
+        real_replace(src, dst)
+
     monkeypatch.setattr(tempfile, "mkstemp", no_new_files)
+    monkeypatch.setattr(os, "replace", never_over_dev_null)
     before = os.stat(os.devnull)
     assert main(["log", sample.job_ids["failed"], "-o", os.devnull]) == 0
     assert "bytes to /dev/null" in capsys.readouterr().err
@@ -136,3 +144,29 @@ def test_check_writable_refuses_a_device_it_cannot_write(
     monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: False)
     with pytest.raises(ConfigurationError, match="cannot write /dev/null"):
         cli_module.check_writable(os.devnull)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["log", "-o", ""], "-o/--output must not be empty"),
+        (["log", "-o", "  "], "-o/--output must not be empty"),
+        (["retry-failed", "--annotate", ""], "--annotate must not be empty"),
+    ],
+)
+def test_an_empty_output_path_is_a_usage_error(
+    sample: SampleBuild, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.out == ""  # the log was not printed instead
+
+
+def test_a_file_used_as_a_folder_is_named_as_such(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "keep.txt").write_bytes(b"precious")
+    with pytest.raises(InvalidArgumentError, match="'.*keep.txt' is a file, not a folder"):
+        make_client(_answer).download_job_log("j1", tmp_path / "keep.txt" / "x.log")
+    assert (tmp_path / "keep.txt").read_bytes() == b"precious"
