@@ -6,7 +6,7 @@ import enum
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -368,72 +368,117 @@ class Job:
 
 
 def parse_owned_job(data: Any) -> Job:
-    """``Job.from_api`` for a dict fresh from JSON that nobody else holds: it becomes ``raw``."""
-    return _parse_job(Job, data) if type(data) is dict else Job.from_api(data)
+    """``Job.from_api`` for a dict fresh from JSON that nobody else holds: it becomes ``raw``.
+
+    Its fields are parsed from ``raw`` on first read: a listing of thousands of jobs whose
+    caller reads only ``id`` and ``state`` does not pay to parse ~50 fields a job.
+    """
+    return _new_job(Job, data) if type(data) is dict else Job.from_api(data)
 
 
 def _parse_job(cls: type[Job], data: dict[str, Any]) -> Job:
-    """Parse a job dict, which becomes the job's ``raw`` as it is."""
-    get = data.get
-    job_id = get("id")
+    """Parse a job dict, which becomes the job's ``raw``, reading every field now."""
+    job = _new_job(cls, data)
+    for name in _LAZY_FIELDS:
+        getattr(job, name)
+    return job
+
+
+def _new_job(cls: type[Job], data: dict[str, Any]) -> Job:
+    """A job holding only ``id`` and ``raw``; its other fields parse themselves when read."""
+    job_id = data.get("id")
     if type(job_id) is not str:
         job_id = _str(job_id)
     if not job_id:
         raise InvalidResponseError("job object has no 'id'", body=data)
-    # Field groups by kind, parsed in comprehensions that test the common case (null, or
-    # already the right type) inline: listings parse thousands of jobs, and a call per
-    # field was half the parse.
-    fields: dict[str, Any] = {
-        name: value if (value := get(name)) is None or type(value) is str else _str(value)
-        for name in _STR_FIELDS
-    }
-    fields.update(
-        {name: None if (value := get(name)) is None else parse_time(value) for name in _TIME_FIELDS}
-    )
-    fields.update(
-        {
-            name: value if (value := get(name)) is None or type(value) is int else parse_int(value)
-            for name in _INT_FIELDS
-        }
-    )
-    fields.update(
-        {name: None if (value := get(name)) is None else _dict(value) for name in _DICT_FIELDS}
-    )
-    step = get("step")
-    if type(step) is not dict and not isinstance(step, Mapping):
-        step = {}
-    priority = get("priority")
-    rules = get("agent_query_rules")
-    retry_source = get("retry_source")
-    retried_by = get("retried_by")
-    unblocked_by = get("unblocked_by")
-    fields.update(
-        id=job_id,
-        state=parse_state(get("state")),
-        step_id=_str(step.get("id")),
-        step_signature=_dict(step.get("signature")),
-        priority=parse_int(priority.get("number"))
-        if type(priority) is dict or isinstance(priority, Mapping)
-        else parse_int(priority),
-        agent_query_rules=tuple(str(r) for r in rules)
-        if rules
-        and (type(rules) is list or isinstance(rules, Sequence))
-        and not isinstance(rules, str)
-        else (),
-        soft_failed=_bool(get("soft_failed")),
-        retried=bool(_bool(get("retried"))),
-        retry_source=None if retry_source is None else RetrySource.from_api(retry_source),
-        retried_by=None if retried_by is None else User.from_api(retried_by),
-        unblocked_by=None if unblocked_by is None else User.from_api(unblocked_by),
-        unblockable=_bool(get("unblockable")),
-        is_async=_bool(get("async")),
-        raw=data,
-    )
-    # A frozen dataclass's __init__ sets ~50 fields one object.__setattr__ at a time, a
-    # third of the parse; every field is given here, so `fields` becomes the __dict__.
+    # A frozen dataclass's __init__ sets ~50 fields one object.__setattr__ at a time; the
+    # lazy fields below fill this __dict__ from `raw` as they are read.
     job = object.__new__(cls)
-    object.__setattr__(job, "__dict__", fields)
+    object.__setattr__(job, "__dict__", {"id": job_id, "raw": data})
     return job
+
+
+class _LazyField:
+    """A ``Job`` field parsed from ``raw`` on first read, then kept in the instance."""
+
+    __slots__ = ("default", "name", "parse")
+
+    def __init__(self, name: str, parse: Callable[[Mapping[str, Any]], Any], default: Any) -> None:
+        self.name = name
+        self.parse = parse
+        self.default = default
+
+    def __get__(self, job: Job | None, owner: type[Job] | None = None) -> Any:
+        if job is None:  # Job.type, as on a plain dataclass: the field's default
+            return self.default
+        # Not a data descriptor: once stored, the instance's __dict__ answers without a call.
+        # Two threads racing here store equal values; either is correct.
+        value = job.__dict__[self.name] = self.parse(job.raw)
+        return value
+
+
+def _str_field(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda raw: _str(raw.get(name))
+
+
+def _time_field(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda raw: parse_time(raw.get(name))
+
+
+def _int_field(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda raw: parse_int(raw.get(name))
+
+
+def _dict_field(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda raw: _dict(raw.get(name))
+
+
+def _bool_field(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda raw: _bool(raw.get(name))
+
+
+def _step(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    step = raw.get("step")
+    return step if isinstance(step, Mapping) else {}
+
+
+def _priority(raw: Mapping[str, Any]) -> int | None:
+    priority = raw.get("priority")
+    return parse_int(priority.get("number") if isinstance(priority, Mapping) else priority)
+
+
+def _agent_query_rules(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    rules = raw.get("agent_query_rules")
+    if not rules or not isinstance(rules, Sequence) or isinstance(rules, str):
+        return ()
+    return tuple(str(rule) for rule in rules)
+
+
+_FIELD_PARSERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    **{name: _str_field(name) for name in _STR_FIELDS},
+    **{name: _time_field(name) for name in _TIME_FIELDS},
+    **{name: _int_field(name) for name in _INT_FIELDS},
+    **{name: _dict_field(name) for name in _DICT_FIELDS},
+    "state": lambda raw: parse_state(raw.get("state")),
+    "step_id": lambda raw: _str(_step(raw).get("id")),
+    "step_signature": lambda raw: _dict(_step(raw).get("signature")),
+    "priority": _priority,
+    "agent_query_rules": _agent_query_rules,
+    "soft_failed": _bool_field("soft_failed"),
+    "retried": lambda raw: bool(_bool(raw.get("retried"))),
+    "retry_source": lambda raw: RetrySource.from_api(raw.get("retry_source")),
+    "retried_by": lambda raw: User.from_api(raw.get("retried_by")),
+    "unblocked_by": lambda raw: User.from_api(raw.get("unblocked_by")),
+    "unblockable": _bool_field("unblockable"),
+    "is_async": _bool_field("async"),
+}
+
+_LAZY_FIELDS = tuple(f.name for f in fields(Job) if f.name not in ("id", "raw"))
+if set(_LAZY_FIELDS) != set(_FIELD_PARSERS):  # a field added to Job needs its parser here
+    raise AssertionError(f"Job fields without a parser: {set(_LAZY_FIELDS) ^ set(_FIELD_PARSERS)}")
+for _name in _LAZY_FIELDS:
+    setattr(Job, _name, _LazyField(_name, _FIELD_PARSERS[_name], getattr(Job, _name)))
+del _name
 
 
 @dataclass(frozen=True)
