@@ -63,12 +63,18 @@ def bench_env() -> dict[str, str]:
     return env
 
 
-def run(args: Sequence[str], *, cwd: Path | None = None, timeout: float = 600) -> str:
+def run(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> str:
     """Run a child process; its stdout, or an error with its output when it fails."""
     done = subprocess.run(
         list(args),
         cwd=cwd,
-        env=bench_env(),
+        env=bench_env() if env is None else env,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -12,13 +12,8 @@ import pytest
 
 from ._cassette import MODES
 
-__all__ = ["MARKER_DOC", "MarkerOptions", "cassette_path", "marker_options", "safe_name"]
+__all__ = ["MarkerOptions", "cassette_path", "marker_options", "safe_name"]
 
-MARKER_DOC = (
-    "bk_cassette(name=None, *, record_mode=None, allow_playback_repeats=False,"
-    " assert_all_played=True, match_on=None): replay (or record) the test's Buildkite API"
-    " requests from a cassette file."
-)
 _MAX_ID = 60
 #: Names Windows reserves for devices, with any extension (``CON``, ``nul.json``).
 _RESERVED = frozenset(

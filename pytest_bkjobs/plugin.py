@@ -34,6 +34,12 @@ _MODE_HELP = {
 }
 _CASSETTE_FIXTURES = ("bk_cassette", "bk_router", "bk_client", "bk_async_client")
 _REPLAY_TOKEN = "bkjobs-replay-token"
+# Here, not beside the marker's parser: every pytest run registers it, few use the marker.
+_MARKER_DOC = (
+    "bk_cassette(name=None, *, record_mode=None, allow_playback_repeats=False,"
+    " assert_all_played=True, match_on=None): replay (or record) the test's Buildkite API"
+    " requests from a cassette file."
+)
 
 
 @dataclass
@@ -144,9 +150,7 @@ def _settings(config: pytest.Config) -> _Settings:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from ._cassette_marker import MARKER_DOC
-
-    config.addinivalue_line("markers", MARKER_DOC)
+    config.addinivalue_line("markers", _MARKER_DOC)
     settings = _settings(config)
     config.stash[SETTINGS] = settings
     from ._cassette_report import Reporter
@@ -176,10 +180,35 @@ def default_cassette_path(item: pytest.Item, config: pytest.Config) -> Path:
 
 
 def _uses_cassette(item: pytest.Item) -> bool:
+    """True if the test asks for a cassette; one marked ``bk_cassette`` is made to ask."""
     names = getattr(item, "fixturenames", ())
-    return item.get_closest_marker("bk_cassette") is not None or any(
-        f in names for f in _CASSETTE_FIXTURES
-    )
+    if any(f in names for f in _CASSETTE_FIXTURES):
+        return True
+    if item.get_closest_marker("bk_cassette") is None:
+        return False
+    _request_cassette(item, names)
+    return True
+
+
+def _request_cassette(item: pytest.Item, names: Any) -> None:
+    """Make a test marked ``bk_cassette`` set the cassette up as if it asked for the fixture.
+
+    An autouse fixture would do it, at the price of a fixture setup in every test of every
+    project with the plugin installed. The cassette goes in before the test's first
+    function-scoped fixture, where an autouse fixture of ours would be: after the fixtures
+    of wider scope (their requests are not the test's), before the ones that may call the API.
+    """
+    if not isinstance(names, list):
+        return
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    at = len(names)
+    for index, name in enumerate(names):
+        defs = definitions.get(name)
+        if defs and str(getattr(defs[-1], "scope", "function")) == "function":
+            at = index
+            break
+    # A new list: parametrized tests share one, and a mark may be on one parameter only.
+    item.fixturenames = [*names[:at], "bk_cassette", *names[at:]]  # type: ignore[attr-defined]
 
 
 def pytest_collection_modifyitems(
@@ -218,7 +247,7 @@ def _display(config: pytest.Config, path: Path) -> str:
 
 
 def _marker_options(item: pytest.Item) -> MarkerOptions:
-    from ._cassette_marker import MARKER_DOC, marker_options
+    from ._cassette_marker import marker_options
 
     try:
         return marker_options(item)
@@ -227,7 +256,7 @@ def _marker_options(item: pytest.Item) -> MarkerOptions:
     item.stash[SUMMARY_KEY] = {"outcome": "failed"}  # each such test counts as one with errors
     pytest.fail(
         f"bad @pytest.mark.bk_cassette on {item.nodeid}: {problem}\n"
-        f"expected {MARKER_DOC.split(':', 1)[0]}",
+        f"expected {_MARKER_DOC.split(':', 1)[0]}",
         pytrace=False,
     )
 
@@ -498,13 +527,6 @@ def bk_async_client(
 
     with contextlib.suppress(RuntimeError):  # a loop is still running: it closes with it
         asyncio.run(client.aclose())
-
-
-@pytest.fixture(autouse=True)
-def _bk_cassette_marker(request: pytest.FixtureRequest) -> None:
-    """A ``bk_cassette`` marker activates the cassette without naming the fixture."""
-    if request.node.get_closest_marker("bk_cassette") is not None:
-        request.getfixturevalue("bk_cassette")
 
 
 @pytest.fixture

@@ -618,6 +618,107 @@ def test_marker_alone_replays_code_that_builds_its_own_client(pytester: pytest.P
     run(pytester).assert_outcomes(passed=1)
 
 
+def test_marker_sets_the_cassette_up_after_wider_fixtures_and_before_function_ones(
+    pytester: pytest.Pytester,
+) -> None:
+    write(
+        pytester, "test_mod", "test_a", ix("GET", f"{BASE}/organizations/acme/jobs/j-1", job("j-1"))
+    )
+    pytester.makepyfile(
+        test_mod="""
+        import pytest
+        import respx
+        from pytest_bkjobs import JobsClient
+
+        @pytest.fixture(scope="module")
+        def wide():
+            # set up before the cassette: a route of its own is not the cassette's
+            assert not respx.mock.routes and "bk_cassette" not in str(respx.mock)
+            return "wide"
+
+        @pytest.fixture
+        def job_name(wide):
+            with JobsClient(token="t0k3n-of-the-user", org="acme") as client:
+                return client.get_job("j-1").name  # replayed: the cassette is already active
+
+        @pytest.mark.bk_cassette
+        def test_a(request, job_name):
+            names = request.fixturenames
+            assert names.index("wide") < names.index("bk_cassette") < names.index("job_name")
+            assert job_name == "j-1"
+        """
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
+def test_marker_on_one_parameter_gives_only_that_parameter_a_cassette(
+    pytester: pytest.Pytester,
+) -> None:
+    write(
+        pytester,
+        "test_mod",
+        "test_a[with]",
+        ix("GET", f"{BASE}/organizations/acme/jobs/j-1", job("j-1")),
+    )
+    pytester.makepyfile(
+        test_mod="""
+        import httpx
+        import pytest
+
+        @pytest.mark.parametrize(
+            "which", [pytest.param("with", marks=pytest.mark.bk_cassette), "without"]
+        )
+        def test_a(request, which):
+            assert ("bk_cassette" in request.fixturenames) is (which == "with")
+            if which == "with":
+                url = "https://api.buildkite.com/v2/organizations/acme/jobs/j-1"
+                assert httpx.get(url).json()["id"] == "j-1"
+        """
+    )
+    result = run(pytester, "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*1 replayed*"])
+
+
+def test_marker_on_a_class_and_a_module_activates_the_cassette(pytester: pytest.Pytester) -> None:
+    for name in ("TestJobs.test_a", "test_b"):
+        write(
+            pytester, "test_mod", name, ix("GET", f"{BASE}/organizations/acme/jobs/j-1", job("j-1"))
+        )
+    pytester.makepyfile(
+        test_mod="""
+        import httpx
+        import pytest
+
+        pytestmark = pytest.mark.bk_cassette
+
+        def get():
+            return httpx.get("https://api.buildkite.com/v2/organizations/acme/jobs/j-1").json()
+
+        class TestJobs:
+            def test_a(self):
+                assert get()["id"] == "j-1"
+
+        def test_b():
+            assert get()["id"] == "j-1"
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*2 replayed*"])
+
+
+def test_tests_without_the_marker_get_no_fixture_of_ours(pytester: pytest.Pytester) -> None:
+    # An autouse fixture would cost a fixture setup in every test of every project.
+    pytester.makepyfile(
+        """
+        def test_plain(request):
+            assert [name for name in request.fixturenames if "bk" in name] == []
+        """
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
 REAL = {
     "buildkiterb_build_retrieve_2023": """
         import httpx
@@ -735,6 +836,7 @@ def test_a_miss_for_another_organisation_says_which_one_was_recorded(
 def test_each_test_with_a_bad_marker_counts_as_one_with_errors(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_mod="""
+        import httpx
         import pytest
 
         @pytest.mark.parametrize("i", range(5))
