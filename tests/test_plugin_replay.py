@@ -624,16 +624,22 @@ def test_marker_sets_the_cassette_up_after_wider_fixtures_and_before_function_on
     write(
         pytester, "test_mod", "test_a", ix("GET", f"{BASE}/organizations/acme/jobs/j-1", job("j-1"))
     )
+    pytester.makeconftest(
+        """
+        SET_UP = []
+
+        def pytest_fixture_setup(fixturedef):
+            SET_UP.append(fixturedef.argname)
+        """
+    )
     pytester.makepyfile(
         test_mod="""
         import pytest
-        import respx
+        from conftest import SET_UP
         from pytest_bkjobs import JobsClient
 
         @pytest.fixture(scope="module")
         def wide():
-            # set up before the cassette: a route of its own is not the cassette's
-            assert not respx.mock.routes and "bk_cassette" not in str(respx.mock)
             return "wide"
 
         @pytest.fixture
@@ -642,9 +648,8 @@ def test_marker_sets_the_cassette_up_after_wider_fixtures_and_before_function_on
                 return client.get_job("j-1").name  # replayed: the cassette is already active
 
         @pytest.mark.bk_cassette
-        def test_a(request, job_name):
-            names = request.fixturenames
-            assert names.index("wide") < names.index("bk_cassette") < names.index("job_name")
+        def test_a(job_name):
+            assert SET_UP.index("wide") < SET_UP.index("bk_cassette") < SET_UP.index("job_name")
             assert job_name == "j-1"
         """
     )
