@@ -179,6 +179,12 @@ def default_cassette_path(item: pytest.Item, config: pytest.Config) -> Path:
     return cassette_path(item, config.rootpath, config.stash[SETTINGS].cassette_dir)
 
 
+def _cassette_path(item: pytest.Item, config: pytest.Config) -> Path:
+    """The ``pytest_bkjobs_cassette_path`` hook's answer, else the default path."""
+    path = config.hook.pytest_bkjobs_cassette_path(item=item, config=config)
+    return Path(path) if path is not None else default_cassette_path(item, config)
+
+
 def _uses_cassette(item: pytest.Item) -> bool:
     """True if the test asks for a cassette; one marked ``bk_cassette`` is made to ask."""
     names = getattr(item, "fixturenames", ())
@@ -218,8 +224,7 @@ def pytest_collection_modifyitems(
     for item in items:
         if not _uses_cassette(item):
             continue
-        path = config.hook.pytest_bkjobs_cassette_path(item=item, config=config)
-        path = Path(path) if path is not None else default_cassette_path(item, config)
+        path = _cassette_path(item, config)
         item.stash[PATH_KEY] = path
         owners.setdefault(path, []).append(item.nodeid)
     for path, ids in owners.items():
@@ -237,6 +242,19 @@ def pytest_collection_modifyitems(
         for item in items:
             if item.nodeid in ids:  # under xdist the run goes on: never let them race
                 item.stash[CLASH_KEY] = message
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A marker added after our collection hook still activates the cassette.
+
+    A ``pytest_collection_modifyitems`` that runs after ours (``trylast``, or a plugin
+    registered before this one) or a conftest's ``pytest_runtest_setup`` may add the marker;
+    this runs after the latter and before the test's fixtures are set up.
+    """
+    if PATH_KEY not in item.stash and item.get_closest_marker("bk_cassette") is not None:
+        names = getattr(item, "fixturenames", ())
+        if "bk_cassette" not in names:
+            _request_cassette(item, names)
 
 
 def _display(config: pytest.Config, path: Path) -> str:
@@ -288,7 +306,7 @@ def _start(request: pytest.FixtureRequest) -> CassetteSession:
         mode = settings.mode
     else:
         mode = options.record_mode
-    path = item.stash.get(PATH_KEY, None) or default_cassette_path(item, config)
+    path = item.stash.get(PATH_KEY, None) or _cassette_path(item, config)
     item.stash[PATH_KEY] = path  # also marks the test as one using a cassette
     environ = _environ()
     api_url = settings.api_url or environ.get(URL_VAR, "").strip() or DEFAULT_BASE_URL
