@@ -251,10 +251,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     registered before this one) or a conftest's ``pytest_runtest_setup`` may add the marker;
     this runs after the latter and before the test's fixtures are set up.
     """
-    if PATH_KEY not in item.stash and item.get_closest_marker("bk_cassette") is not None:
-        names = getattr(item, "fixturenames", ())
-        if "bk_cassette" not in names:
-            _request_cassette(item, names)
+    if PATH_KEY not in item.stash:  # not seen using a cassette at collection
+        _uses_cassette(item)
 
 
 def _display(config: pytest.Config, path: Path) -> str:
