@@ -378,10 +378,13 @@ def parse_owned_job(data: Any) -> Job:
 
 def _parse_job(cls: type[Job], data: dict[str, Any]) -> Job:
     """Parse a job dict, which becomes the job's ``raw``, reading every field now."""
-    job = _new_job(cls, data)
+    job = _new_job(Job, data)
     # One call per field, straight into __dict__: going through the descriptors doubles this.
     job.__dict__.update({name: parse(data) for name, parse in _FIELD_PARSERS.items()})
-    return job
+    if cls is Job:
+        return job
+    # A subclass may add fields with defaults or a __post_init__: build it the normal way.
+    return cls(**{f.name: job.__dict__[f.name] for f in fields(Job) if f.init})
 
 
 def _new_job(cls: type[Job], data: dict[str, Any]) -> Job:

@@ -146,3 +146,23 @@ def test_a_bad_job_in_a_listing_still_fails_the_parse_at_once() -> None:
     # cannot raise where parsing at once would not have.
     with pytest.raises(InvalidResponseError, match="no 'id'"):
         parse_owned_page({"items": [{"id": "a"}, {"state": "passed"}], "links": {}})
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggedJob(Job):
+    """A user's subclass: a field with a default factory, and a __post_init__."""
+
+    tags: list[str] = dataclasses.field(default_factory=list)
+    checked: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checked", True)
+
+
+def test_a_subclass_from_api_runs_its_init_and_parses_every_field() -> None:
+    for payload in real_job_payloads():
+        job = TaggedJob.from_api(payload)
+        assert type(job) is TaggedJob
+        assert job.tags == []
+        assert job.checked
+        assert every_field(job) == every_field(Job.from_api(payload))
