@@ -1,10 +1,10 @@
 """Run the pytest-bkjobs benchmarks (B1-B7 of issue 7) and print a Markdown table.
 
 Usage: ``python benchmarks/run.py [--quick | --smoke] [--only B1,B5] [--output FILE]
-[--replay-repeats N]``. Every figure is
-a ratio against a baseline measured in the same run; each side runs ``repeats`` times,
-interleaved, and the median is reported. Results also go to ``benchmarks/results.json``
-(``results-quick.json`` for ``--quick``/``--smoke``).
+[--replay-repeats N]``. Every figure but the plugin's import time is a ratio against a
+baseline measured in the same run; each side runs ``repeats`` times, interleaved, and the
+median is reported. Results also go to ``--output`` or ``benchmarks/results.json``
+(``results-quick.json`` for ``--quick``/``--smoke``, ``results-partial.json`` for ``--only``).
 """
 
 from __future__ import annotations
@@ -82,11 +82,14 @@ def table(rows: list[Row]) -> str:
 
 
 def output_path(args: argparse.Namespace) -> Path:
-    """Where results go: quick and smoke runs never overwrite the committed full results."""
+    """Where results go: only a complete full run replaces the committed full results."""
     if args.output is not None:
         return Path(args.output)
-    name = "results.json" if not (args.quick or args.smoke) else "results-quick.json"
-    return ROOT / "benchmarks" / name
+    if args.quick or args.smoke:
+        return ROOT / "benchmarks" / "results-quick.json"
+    if args.only.strip():
+        return ROOT / "benchmarks" / "results-partial.json"
+    return ROOT / "benchmarks" / "results.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         "--output",
         type=Path,
         default=None,
-        help="JSON file (default benchmarks/results.json; results-quick.json for --quick/--smoke)",
+        help="JSON file (default benchmarks/results.json; results-quick.json for"
+        " --quick/--smoke, results-partial.json for --only)",
     )
     args = parser.parse_args(argv)
     sizes = TINY if args.smoke else QUICK if args.quick else FULL

@@ -44,16 +44,18 @@ def test_retry_benchmark_runs_at_a_trivial_size(
         ([], "results.json"),
         (["--quick"], "results-quick.json"),
         (["--smoke"], "results-quick.json"),
+        (["--only", "B5"], "results-partial.json"),
+        (["--quick", "--only", "B5"], "results-quick.json"),
     ],
 )
-def test_quick_runs_do_not_overwrite_the_committed_results(
+def test_only_a_complete_full_run_overwrites_the_committed_results(
     run_module: ModuleType, argv: list[str], name: str
 ) -> None:
-    args = type(
-        "Args", (), {"output": None, "quick": "--quick" in argv, "smoke": "--smoke" in argv}
-    )
+    only = argv[argv.index("--only") + 1] if "--only" in argv else ""
+    fields = {"output": None, "quick": "--quick" in argv, "smoke": "--smoke" in argv}
+    args = type("Args", (), {**fields, "only": only})
     assert run_module.output_path(args) == BENCH / name
-    explicit = type("Args", (), {"output": "x.json", "quick": True, "smoke": False})
+    explicit = type("Args", (), {"output": "x.json", "quick": True, "smoke": False, "only": ""})
     assert run_module.output_path(explicit) == Path("x.json")
 
 

@@ -239,6 +239,9 @@ def test_a_week_date_is_not_a_timestamp_on_any_python() -> None:
     # The fast path reads a trailing "Z" with fromisoformat, which on 3.11+ also takes ISO week
     # dates; the regex (and 3.10) do not, and the result must not depend on the Python.
     assert parse_time("2015-W17-4T16:55:52Z") is None
+    # Likewise a basic-format time (no colons), of the fast path's lengths 24 and 27.
+    assert parse_time("2015-04-23T165552.12345Z") is None
+    assert parse_time("2015-04-23T165552.12345678Z") is None
     assert parse_time("2015-04-23T16:55:52Z") == datetime(
         2015, 4, 23, 16, 55, 52, tzinfo=timezone.utc
     )
