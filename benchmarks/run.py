@@ -40,9 +40,10 @@ class Sizes:
     retry_repeats: int
     log_mib: int
     log_repeats: int
+    count_instructions: bool = False  # B4 under valgrind: about a minute more
 
 
-FULL = Sizes(2000, (10, 100, 1000), 3, 200, 15, 4000, 9, 200, 0.020, 3, 256, 9)
+FULL = Sizes(2000, (10, 100, 1000), 3, 200, 15, 4000, 9, 200, 0.020, 3, 256, 9, True)
 QUICK = Sizes(200, (10, 100), 2, 200, 3, 1000, 2, 50, 0.020, 1, 32, 1)
 TINY = Sizes(20, (5, 10), 1, 20, 1, 100, 1, 5, 0.001, 1, 1, 1)
 
@@ -57,7 +58,7 @@ def benchmarks(s: Sizes) -> dict[str, Callable[[], list[Row]]]:
         "B1,B2,B3": lambda: bench_replay.rows(
             s.replay_calls, list(s.replay_sizes), s.replay_repeats
         ),
-        "B4": lambda: bench_plugin.rows(s.collect_tests, s.collect_repeats),
+        "B4": lambda: bench_plugin.rows(s.collect_tests, s.collect_repeats, s.count_instructions),
         "B5": lambda: bench_loopback.rows_b5(s.list_jobs, s.list_repeats),
         "B6": lambda: bench_loopback.rows_b6(s.retry_failed, s.retry_latency, s.retry_repeats),
         "B7": lambda: bench_loopback.rows_b7(s.log_mib, s.log_repeats),
