@@ -39,6 +39,14 @@ def cached_bytecode_env(prefix: Path) -> dict[str, str]:
     return env
 
 
+def pytest_args(disable: bool, *, run_tests: bool) -> list[str]:
+    """The pytest command of one side: collect only or run, with the plugin or without."""
+    # pytest-recording is only installed for B2; a normal install does not load it.
+    args = [PYTHON, "-m", "pytest", "-q", "-p", "no:recording"]
+    args += [] if run_tests else ["--collect-only"]
+    return args + (["-p", "no:bkjobs"] if disable else [])
+
+
 def collect_time(
     folder: Path, disable: bool, env: dict[str, str], *, run_tests: bool = False
 ) -> tuple[float, float]:
@@ -47,12 +55,7 @@ def collect_time(
     CPU time is what the plugin adds; wall time also counts whatever else runs on the machine.
     With ``run_tests`` the tests run too: what the plugin's hooks cost each test.
     """
-    # pytest-recording is only installed for B2; a normal install does not load it.
-    args = [PYTHON, "-m", "pytest", "-q", "-p", "no:recording"]
-    if not run_tests:
-        args.append("--collect-only")
-    if disable:
-        args += ["-p", "no:bkjobs"]
+    args = pytest_args(disable, run_tests=run_tests)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     out = run(args, cwd=folder, env=env)
@@ -98,9 +101,7 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 def instructions(folder: Path, disable: bool, env: dict[str, str], *, run_tests: bool) -> int:
     """Instructions one pytest run executes, counted by valgrind: the same in every run."""
-    args = [PYTHON, "-m", "pytest", "-q", "-p", "no:recording"]
-    args += [] if run_tests else ["--collect-only"]
-    args += ["-p", "no:bkjobs"] if disable else []
+    args = pytest_args(disable, run_tests=run_tests)
     tool = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
     done = subprocess.run(
         [*tool, *args],
